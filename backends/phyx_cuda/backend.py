@@ -1,0 +1,65 @@
+"""NVIDIA CUDA backend: torch SDPA (cuDNN / flash / efficient), flash-attn 2/3 when installed,
+Triton fused kernels where they beat eager; NCCL."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from phyx.backend.base import Backend, Kernel, TorchDeviceModule
+from phyx.backend.cpu import SDPA_SUPPORT, sdpa_attention
+from phyx_cuda import kernels as ck
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+    device_type = "cuda"
+    dist_backend = "nccl"
+    visible_devices_env = "CUDA_VISIBLE_DEVICES"
+    priority = 10
+
+    @classmethod
+    def probe(cls):
+        if getattr(torch.version, "cuda", None) is None:
+            return False, f"torch {torch.__version__} is a CPU-only build (no CUDA runtime)"
+        if not torch.cuda.is_available():
+            return False, "torch has CUDA but no GPU is visible (check CUDA_VISIBLE_DEVICES and the driver)"
+        return True, f"{torch.cuda.device_count()} CUDA device(s), CUDA {torch.version.cuda}"
+
+    def __init__(self):
+        self.device = TorchDeviceModule(torch.cuda, "cuda")
+
+    def kernels(self):
+        ks = [Kernel("attention", "torch.sdpa", sdpa_attention, SDPA_SUPPORT, "fast",
+                     "torch SDPA: cuDNN / flash / memory-efficient chosen by torch")]
+        ks += ck.extra_kernels()
+        return ks
+
+    def set_reduced_precision_matmul(self, allowed):
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+        torch.backends.cudnn.allow_tf32 = allowed
+        return self.precision_flags()
+
+    def precision_flags(self):
+        return {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+                "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32}
+
+    def dist_env_defaults(self):
+        # Async error handling makes a dead peer abort the collective instead of hanging.
+        return {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
+
+    def versions(self):
+        v = {"torch": torch.__version__, "cuda": torch.version.cuda,
+             "cudnn": str(torch.backends.cudnn.version())}
+        try:
+            v["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        except Exception:
+            pass
+        for mod in ("flash_attn", "flash_attn_interface", "triton"):
+            try:
+                m = __import__(mod)
+                v[mod] = getattr(m, "__version__", "installed")
+            except Exception:
+                pass
+        v["visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES", "(all)")
+        return v

@@ -1,0 +1,238 @@
+"""The backend interface: what one vendor plug-in provides.
+
+Kept deliberately small (vLLM's Platform is the model): identity, a device module, the
+process-group backend name, the kernels it registers per op, and a version report.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+
+from phyx.errors import UnsupportedArgumentError
+
+POLICIES = ("reference", "fast")
+
+
+@dataclass(frozen=True)
+class OpSupport:
+    """What a kernel can do. `features` names optional arguments it honours."""
+
+    dtypes: frozenset = frozenset({torch.float32, torch.float16, torch.bfloat16})
+    features: frozenset = frozenset()
+    backward: bool = True
+
+    def require(self, kernel: str, feature: str) -> None:
+        if feature not in self.features:
+            raise UnsupportedArgumentError(
+                f"kernel {kernel!r} does not support {feature!r} (it supports: "
+                f"{sorted(self.features) or 'no optional features'}); use policy 'reference' "
+                f"or pick another kernel with phyx.ops.use_kernel()"
+            )
+
+    def require_dtype(self, kernel: str, dtype: torch.dtype) -> None:
+        if dtype not in self.dtypes:
+            raise UnsupportedArgumentError(
+                f"kernel {kernel!r} does not support dtype {dtype} (supported: "
+                f"{sorted(str(d) for d in self.dtypes)})"
+            )
+
+
+@dataclass(frozen=True)
+class Kernel:
+    op: str
+    name: str
+    fn: Callable
+    support: OpSupport = field(default_factory=OpSupport)
+    policy: str = "fast"  # "reference" kernels are plain torch; "fast" are vendor kernels
+    doc: str = ""
+
+
+class DeviceModule:
+    """Device API model code uses instead of torch.cuda / torch.npu. CPU version: no-ops."""
+
+    device_type = "cpu"
+
+    def is_available(self) -> bool:
+        return True
+
+    def device_count(self) -> int:
+        return 1
+
+    def current_device(self) -> int:
+        return 0
+
+    def set_device(self, index: int) -> None:
+        return None
+
+    def synchronize(self, device: Any = None) -> None:
+        return None
+
+    def manual_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def Stream(self, *a, **k):  # noqa: N802 - mirrors torch naming
+        return _NullStream()
+
+    def Event(self, enable_timing: bool = False):  # noqa: N802
+        return _HostEvent(enable_timing)
+
+    def stream(self, s):
+        return contextlib.nullcontext()
+
+    def current_stream(self):
+        return _NullStream()
+
+    def memory_allocated(self, device: Any = None) -> int:
+        return 0
+
+    def max_memory_allocated(self, device: Any = None) -> int:
+        return 0
+
+    def reset_peak_memory_stats(self, device: Any = None) -> None:
+        return None
+
+    def empty_cache(self) -> None:
+        return None
+
+    def get_device_name(self, index: int = 0) -> str:
+        import platform
+
+        return platform.processor() or platform.machine()
+
+
+class _NullStream:
+    def synchronize(self):
+        return None
+
+    def wait_stream(self, other):
+        return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _HostEvent:
+    def __init__(self, enable_timing: bool = False):
+        self.t = None
+
+    def record(self, stream=None):
+        import time
+
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        return None
+
+    def wait(self, stream=None):
+        return None
+
+    def elapsed_time(self, end: "_HostEvent") -> float:
+        return (end.t - self.t) * 1e3
+
+
+class TorchDeviceModule(DeviceModule):
+    """Wraps a torch device module (torch.cuda, torch.npu) behind the same API."""
+
+    def __init__(self, module, device_type: str):
+        self._m = module
+        self.device_type = device_type
+
+    def is_available(self):
+        return self._m.is_available()
+
+    def device_count(self):
+        return self._m.device_count()
+
+    def current_device(self):
+        return self._m.current_device()
+
+    def set_device(self, index):
+        self._m.set_device(index)
+
+    def synchronize(self, device=None):
+        self._m.synchronize(device)
+
+    def manual_seed(self, seed):
+        torch.manual_seed(seed)
+        self._m.manual_seed_all(seed)
+
+    def Stream(self, *a, **k):  # noqa: N802
+        return self._m.Stream(*a, **k)
+
+    def Event(self, enable_timing=False):  # noqa: N802
+        return self._m.Event(enable_timing=enable_timing)
+
+    def stream(self, s):
+        return self._m.stream(s)
+
+    def current_stream(self):
+        return self._m.current_stream()
+
+    def memory_allocated(self, device=None):
+        return self._m.memory_allocated(device)
+
+    def max_memory_allocated(self, device=None):
+        return self._m.max_memory_allocated(device)
+
+    def reset_peak_memory_stats(self, device=None):
+        self._m.reset_peak_memory_stats(device)
+
+    def empty_cache(self):
+        self._m.empty_cache()
+
+    def get_device_name(self, index=0):
+        return self._m.get_device_name(index)
+
+
+class Backend:
+    """One vendor. Subclasses set the class attributes and override `kernels`."""
+
+    name: str = "base"
+    device_type: str = "cpu"          # torch device type tensors live on
+    dist_backend: str = "gloo"        # process-group backend name
+    visible_devices_env: str | None = None
+    emulated: bool = False            # True: runs are never reported as real-hardware results
+    priority: int = 0                 # autodetect order: higher first
+
+    @classmethod
+    def probe(cls) -> tuple[bool, str]:
+        """(available, reason). Must not raise; used by autodetect and `phyx info`."""
+        return True, "always available"
+
+    def __init__(self) -> None:
+        self.device = DeviceModule()
+
+    # --- kernels -------------------------------------------------------------------
+    def kernels(self) -> Iterable[Kernel]:
+        """Vendor kernels (policy 'fast'). The plain-torch references are added by phyx."""
+        return ()
+
+    # --- precision switches ----------------------------------------------------------
+    def set_reduced_precision_matmul(self, allowed: bool) -> dict:
+        """TF32 / HF32 on or off. Returns the flags now in force (recorded in manifests)."""
+        return {}
+
+    def precision_flags(self) -> dict:
+        return {}
+
+    # --- distributed -------------------------------------------------------------------
+    def dist_env_defaults(self) -> dict:
+        """Environment switches that make collective failures bounded on this vendor."""
+        return {}
+
+    def torch_device(self, index: int | None = None) -> torch.device:
+        if self.device_type == "cpu" or index is None:
+            return torch.device(self.device_type)
+        return torch.device(self.device_type, index)
+
+    def versions(self) -> dict:
+        return {"torch": torch.__version__}
+
+    def describe_devices(self) -> list[str]:
+        return [self.device.get_device_name(i) for i in range(self.device.device_count())]

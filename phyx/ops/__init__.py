@@ -1,0 +1,86 @@
+"""phyx.ops: the op API model code calls. Each function validates the layout (cheaply) and
+calls the kernel the active backend and policy chose. See phyx/ops/reference.py for the exact
+semantics every kernel must match."""
+from __future__ import annotations
+
+import torch
+
+from phyx.errors import LayoutError
+from phyx.ops import reference, rope_tables
+from phyx.ops._dispatch import (K as _K, OP_NAMES, available_kernels, chosen_kernel,
+                                chosen_kernels, get_policy, use_kernel)
+
+__all__ = ["attention", "rms_norm", "layer_norm", "rope", "modulate", "gated_residual", "gelu",
+           "silu", "swiglu", "relu2", "rope_tables", "reference", "use_kernel", "chosen_kernels",
+           "chosen_kernel", "available_kernels", "get_policy", "OP_NAMES"]
+
+
+def attention(q, k, v, attn_mask=None, *, kv_lens=None, q_lens=None, is_causal=False,
+              scale=None, return_lse=False):
+    """softmax(scale * q k^T + mask) v in layout B S N D. Returns out [B, Sq, Nq, Dv]
+    (and lse [B, Nq, Sq] float32 with return_lse)."""
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise LayoutError(
+            f"attention expects q, k, v in layout [B, S, N, D]; got q{tuple(q.shape)} "
+            f"k{tuple(k.shape)} v{tuple(v.shape)}. If yours are [B, N, S, D], transpose(1, 2) first.")
+    if q.shape[0] != k.shape[0] or k.shape[:3] != v.shape[:3] or q.shape[3] != k.shape[3]:
+        raise LayoutError(f"attention shape mismatch: q{tuple(q.shape)} k{tuple(k.shape)} "
+                          f"v{tuple(v.shape)} (need same B, k/v same S and N, q/k same D)")
+    if q.shape[2] % k.shape[2]:
+        raise LayoutError(f"GQA needs query heads ({q.shape[2]}) to be a multiple of KV heads "
+                          f"({k.shape[2]})")
+    if attn_mask is not None and attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+        raise LayoutError(f"attn_mask must be bool (True = attend) or an additive float mask, "
+                          f"got {attn_mask.dtype}")
+    return _K.attention(q, k, v, attn_mask, kv_lens, q_lens, is_causal, scale, return_lse)
+
+
+def rms_norm(x, weight=None, eps=1e-6):
+    """RMSNorm over the last dim (per head: pass [..., N, D]; over all heads: [..., N*D])."""
+    return _K.rms_norm(x, weight, eps)
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-6):
+    return _K.layer_norm(x, weight, bias, eps)
+
+
+def rope(x, cos, sin, style="adjacent"):
+    """Rotary embedding on x [B, S, N, D] with fp32 cos/sin [S, D/2] or [B, S, D/2]."""
+    if x.dim() != 4:
+        raise LayoutError(f"rope expects x in layout [B, S, N, D], got {tuple(x.shape)}")
+    if cos.shape[-1] * 2 != x.shape[-1] or cos.shape[-2] != x.shape[1]:
+        raise LayoutError(f"rope table {tuple(cos.shape)} does not fit x {tuple(x.shape)}: "
+                          f"need [..., S={x.shape[1]}, D/2={x.shape[-1] // 2}]")
+    return _K.rope(x, cos, sin, style)
+
+
+def modulate(x, shift, scale):
+    """adaLN modulation x * (1 + scale) + shift."""
+    return _K.modulate(x, shift, scale)
+
+
+def gated_residual(x, y, gate):
+    """x + y * gate."""
+    return _K.gated_residual(x, y, gate)
+
+
+def gelu(x, approximate="none"):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _K.gelu(x, approximate)
+
+
+def silu(x):
+    return _K.silu(x)
+
+
+def swiglu(x):
+    """x packed [gate | up] along the last dim -> silu(gate) * up."""
+    if x.shape[-1] % 2:
+        raise LayoutError(f"swiglu expects [gate | up] packed on the last dim (even size), "
+                          f"got {x.shape[-1]}")
+    return _K.swiglu(x)
+
+
+def relu2(x):
+    return _K.relu2(x)

@@ -1,0 +1,122 @@
+"""The per-process kernel table. Rebuilt when the backend, policy or a pinned kernel changes,
+so a call costs one attribute lookup plus the kernel itself (dispatch target < 2 us)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from phyx.backend.base import POLICIES, Kernel, OpSupport
+from phyx.errors import UnsupportedArgumentError
+from phyx.ops import reference
+
+OP_NAMES = ("attention", "rms_norm", "layer_norm", "rope", "modulate", "gated_residual",
+            "gelu", "silu", "swiglu", "relu2")
+
+ATTENTION_FEATURES = frozenset({"bool_mask", "additive_mask", "kv_lens", "q_lens", "causal",
+                                "gqa", "lse", "scale"})
+_ALL_FLOATS = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16})
+
+REFERENCE_KERNELS = {
+    "attention": Kernel("attention", "reference", reference.attention,
+                        OpSupport(_ALL_FLOATS, ATTENTION_FEATURES), "reference",
+                        "chunked fp32 softmax(QK^T)V in plain torch"),
+    "rms_norm": Kernel("rms_norm", "reference", reference.rms_norm,
+                       OpSupport(_ALL_FLOATS, frozenset({"weight"})), "reference"),
+    "layer_norm": Kernel("layer_norm", "reference", reference.layer_norm,
+                         OpSupport(_ALL_FLOATS, frozenset({"weight", "bias"})), "reference"),
+    "rope": Kernel("rope", "reference", reference.rope,
+                   OpSupport(_ALL_FLOATS, frozenset({"adjacent", "half"})), "reference"),
+    "modulate": Kernel("modulate", "reference", reference.modulate, OpSupport(_ALL_FLOATS), "reference"),
+    "gated_residual": Kernel("gated_residual", "reference", reference.gated_residual,
+                             OpSupport(_ALL_FLOATS), "reference"),
+    "gelu": Kernel("gelu", "reference", reference.gelu,
+                   OpSupport(_ALL_FLOATS, frozenset({"none", "tanh"})), "reference"),
+    "silu": Kernel("silu", "reference", reference.silu, OpSupport(_ALL_FLOATS), "reference"),
+    "swiglu": Kernel("swiglu", "reference", reference.swiglu, OpSupport(_ALL_FLOATS), "reference"),
+    "relu2": Kernel("relu2", "reference", reference.relu2, OpSupport(_ALL_FLOATS), "reference"),
+}
+
+
+
+def _bootstrap(op: str):
+    """Until a backend is chosen, the first call of any op selects one (env / autodetect)."""
+    def first_call(*args):
+        from phyx.backend import get_backend
+
+        get_backend()
+        return getattr(K, op)(*args)
+    return first_call
+
+
+# The live table: attribute per op -> callable. phyx.ops functions read it on every call.
+K = SimpleNamespace(**{name: _bootstrap(name) for name in REFERENCE_KERNELS})
+_chosen: dict[str, Kernel] = dict(REFERENCE_KERNELS)
+_pinned: dict[str, str] = {}
+# Default policy 'fast' (vendor kernels); parity runs switch to 'reference'.
+_state = {"policy": "fast", "backend": None}
+
+
+def _vendor_kernels(backend) -> dict[str, list[Kernel]]:
+    table: dict[str, list[Kernel]] = {}
+    for k in backend.kernels():
+        if k.op not in OP_NAMES:
+            raise ValueError(f"backend {backend.name!r} registers a kernel for unknown op {k.op!r}")
+        table.setdefault(k.op, []).append(k)
+    return table
+
+
+def rebuild(backend, policy: str) -> None:
+    if policy not in POLICIES:
+        raise ValueError(f"unknown kernel policy {policy!r}; choose one of {POLICIES}")
+    vendor = _vendor_kernels(backend) if backend is not None else {}
+    for op in OP_NAMES:
+        choice = REFERENCE_KERNELS[op]
+        if op in _pinned:
+            choice = _find(op, _pinned[op], vendor)
+        elif policy == "fast" and vendor.get(op):
+            choice = vendor[op][0]
+        _chosen[op] = choice
+        setattr(K, op, choice.fn)
+    _state["policy"] = policy
+    _state["backend"] = backend
+
+
+def _find(op: str, name: str, vendor: dict[str, list[Kernel]]) -> Kernel:
+    candidates = [REFERENCE_KERNELS[op]] + vendor.get(op, [])
+    for k in candidates:
+        if k.name == name:
+            return k
+    raise UnsupportedArgumentError(
+        f"no kernel {name!r} for op {op!r} on this backend; available: {[k.name for k in candidates]}")
+
+
+def available_kernels(op: str) -> list[Kernel]:
+    backend = _state["backend"]
+    vendor = _vendor_kernels(backend) if backend is not None else {}
+    return [REFERENCE_KERNELS[op]] + vendor.get(op, [])
+
+
+def use_kernel(op: str, name: str | None) -> None:
+    """Pin op to the kernel called `name` (None unpins). Raises if it does not exist here."""
+    if op not in OP_NAMES:
+        raise ValueError(f"unknown op {op!r}; ops are {OP_NAMES}")
+    if name is None:
+        _pinned.pop(op, None)
+    else:
+        backend = _state["backend"]
+        _find(op, name, _vendor_kernels(backend) if backend is not None else {})
+        _pinned[op] = name
+    rebuild(_state["backend"], _state["policy"])
+
+
+def chosen_kernels() -> dict[str, str]:
+    return {op: k.name for op, k in _chosen.items()}
+
+
+def chosen_kernel(op: str) -> Kernel:
+    return _chosen[op]
+
+
+def get_policy() -> str:
+    return _state["policy"]
