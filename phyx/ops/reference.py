@@ -18,6 +18,11 @@ import torch.nn.functional as F
 _SCORE_BUDGET_ELEMS = 64 * 1024 * 1024
 
 
+def _acc(t):
+    """Compute dtype: fp32 for fp32/bf16/fp16, float64 kept (the parity suite's float64 oracle)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def attention(q, k, v, attn_mask=None, kv_lens=None, q_lens=None, is_causal=False,
               scale=None, return_lse=False):
     B, Sq, Nq, D = q.shape
@@ -25,9 +30,9 @@ def attention(q, k, v, attn_mask=None, kv_lens=None, q_lens=None, is_causal=Fals
     if scale is None:
         scale = 1.0 / math.sqrt(D)
     out_dtype = q.dtype
-    qf = q.float().transpose(1, 2)  # B N S D
-    kf = k.float().transpose(1, 2)
-    vf = v.float().transpose(1, 2)
+    qf = _acc(q).transpose(1, 2)  # B N S D
+    kf = _acc(k).transpose(1, 2)
+    vf = _acc(v).transpose(1, 2)
     if Nq != Nkv:
         rep = Nq // Nkv
         kf = kf.repeat_interleave(rep, dim=1)
@@ -55,7 +60,7 @@ def attention(q, k, v, attn_mask=None, kv_lens=None, q_lens=None, is_causal=Fals
             if m.dtype == torch.bool:
                 keep = m if keep is None else keep & m
             else:
-                scores = scores + m.float()
+                scores = scores + _acc(m)
         if keep is not None:
             scores = scores.masked_fill(~keep, float("-inf"))
         lse = torch.logsumexp(scores, dim=-1)  # B N c
@@ -76,23 +81,23 @@ def attention(q, k, v, attn_mask=None, kv_lens=None, q_lens=None, is_causal=Fals
 
 def rms_norm(x, weight=None, eps=1e-6):
     """Upstream Wan order: normalise in fp32, round to x.dtype, then multiply by weight."""
-    xf = x.float()
+    xf = _acc(x)
     y = (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)).to(x.dtype)
     return y * weight if weight is not None else y
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-6):
     """Computed in fp32 with the affine in fp32, then rounded (Wan's WanLayerNorm, FP32LayerNorm)."""
-    w = weight.float() if weight is not None else None
-    b = bias.float() if bias is not None else None
-    return F.layer_norm(x.float(), (x.shape[-1],), w, b, eps).to(x.dtype)
+    w = _acc(weight) if weight is not None else None
+    b = _acc(bias) if bias is not None else None
+    return F.layer_norm(_acc(x), (x.shape[-1],), w, b, eps).to(x.dtype)
 
 
 def _rope_broadcast(t, x):
     # cos/sin: [S, D/2] or [B, S, D/2] -> [B or 1, S, 1, D/2]
     if t.dim() == 2:
         t = t[None]
-    return t[:, :, None, :].float()
+    return _acc(t[:, :, None, :])
 
 
 def rope(x, cos, sin, style="adjacent"):
@@ -103,7 +108,7 @@ def rope(x, cos, sin, style="adjacent"):
     """
     c = _rope_broadcast(cos, x)
     s = _rope_broadcast(sin, x)
-    xf = x.float()
+    xf = _acc(x)
     if style == "adjacent":
         x1, x2 = xf[..., 0::2], xf[..., 1::2]
         o1 = x1 * c - x2 * s
@@ -127,7 +132,11 @@ def gated_residual(x, y, gate):
 
 
 def gelu(x, approximate="none"):
-    return F.gelu(x, approximate=approximate)
+    # Exact GELU spelled out with erf: torch's native gelu on the NPU ignores `approximate` and
+    # computes tanh, so F.gelu(approximate='none') would silently be wrong there.
+    if approximate == "none":
+        return 0.5 * x * (1.0 + torch.erf(x * 0.7071067811865476))
+    return F.gelu(x, approximate="tanh")
 
 
 def silu(x):

@@ -1,0 +1,163 @@
+"""Huawei Ascend NPU backend: torch_npu kernels, HCCL, ASCEND_RT_VISIBLE_DEVICES, torch.npu.
+
+The backend is written against a torch_npu-like module object passed to the constructor (the
+injection point): the real torch_npu (wrapped by RealTorchNpu) or phyx_npu.emulator's
+EmulatedTorchNpu. All argument translation is in phyx_npu.translate.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from phyx.backend.base import Backend, DeviceModule, Kernel, OpSupport, TorchDeviceModule
+from phyx.ops._dispatch import ATTENTION_FEATURES
+from phyx_npu.capabilities import capabilities_for
+from phyx_npu.translate import NpuKernels
+
+_NPU_FLOATS = frozenset({torch.float32, torch.float16, torch.bfloat16})
+
+# HCCL: bounded failure. HCCL_EXEC_TIMEOUT is rounded down to a multiple of 68 s by CANN
+# (612 = 9 * 68); HCCL_CONNECT_TIMEOUT has a 120 s floor. The process-group timeout passed to
+# init_process_group should exceed both, so the HCCL error (with its reason) comes first.
+HCCL_ENV_DEFAULTS = {
+    "HCCL_EXEC_TIMEOUT": "612",
+    "HCCL_CONNECT_TIMEOUT": "120",
+    "HCCL_ASYNC_ERROR_HANDLING": "1",   # a failed collective aborts instead of hanging
+}
+
+_MISSING_MSG = (
+    "the NPU backend needs the torch-npu package and the CANN runtime (libascendcl, libhccl; "
+    "source the Ascend toolkit's set_env.sh so they are on LD_LIBRARY_PATH). To run the NPU "
+    "code path on the CPU against an emulation of the torch_npu ops, use "
+    "PHYX_BACKEND=npu-emulated (it proves the translation, not NPU numerics)")
+
+
+class RealTorchNpu:
+    """The real torch_npu, plus the device's native ops the translation must route around.
+
+    `native_gelu` is torch's gelu as it runs on the NPU (it ignores `approximate`); it is here so
+    the emulator can model that trap behind the same name."""
+
+    def __init__(self, torch_npu_module):
+        self._m = torch_npu_module
+        self.__version__ = getattr(torch_npu_module, "__version__", "unknown")
+        self.npu = torch_npu_module.npu
+
+    def __getattr__(self, name):
+        return getattr(self._m, name)
+
+    @staticmethod
+    def native_gelu(input, approximate="none"):  # noqa: A002
+        return F.gelu(input, approximate=approximate)
+
+
+class NpuBackend(Backend):
+    name = "npu"
+    device_type = "npu"
+    dist_backend = "hccl"
+    visible_devices_env = "ASCEND_RT_VISIBLE_DEVICES"
+    priority = 20
+
+    @classmethod
+    def probe(cls):
+        try:
+            import torch_npu  # noqa: F401
+        except ModuleNotFoundError as e:
+            if e.name == "torch_npu":
+                return False, f"torch_npu is not installed; {_MISSING_MSG}"
+            return False, f"torch_npu failed to import ({e}); {_MISSING_MSG}"
+        except (ImportError, OSError) as e:  # typically libascendcl.so / libhccl.so not found
+            return False, f"torch_npu is installed but cannot load the CANN runtime ({e}); {_MISSING_MSG}"
+        except Exception as e:  # noqa: BLE001 - probe must not raise
+            return False, f"torch_npu failed to import ({type(e).__name__}: {e}); {_MISSING_MSG}"
+        try:
+            n = torch.npu.device_count() if torch.npu.is_available() else 0
+        except Exception as e:  # noqa: BLE001
+            return False, f"torch_npu imported but the NPU runtime failed ({e}); check the driver"
+        if n == 0:
+            return False, ("torch_npu imported but no NPU is visible (check ASCEND_RT_VISIBLE_DEVICES "
+                           "and the driver with npu-smi info)")
+        return True, f"{n} NPU(s), {torch.npu.get_device_name(0)}"
+
+    def __init__(self, torch_npu_module=None, device_module: DeviceModule | None = None):
+        if torch_npu_module is None:
+            import torch_npu
+
+            torch_npu_module = RealTorchNpu(torch_npu)
+        self.tnpu = torch_npu_module
+        self.device = device_module if device_module is not None else TorchDeviceModule(torch.npu, "npu")
+        self.capabilities = capabilities_for(self._soc_name())
+        self.npu_kernels = NpuKernels(self.tnpu, self.capabilities.fused_ops)
+
+    def _soc_name(self) -> str:
+        try:
+            return str(self.tnpu.npu.get_device_name(0))
+        except Exception:  # noqa: BLE001
+            return "unknown"
+
+    # --- kernels -----------------------------------------------------------------------------
+    def kernels(self):
+        caps, k = self.capabilities, self.npu_kernels
+        out = []
+        fa, fia = caps.has("npu_fusion_attention"), caps.has("npu_fused_infer_attention_score")
+        if fa or fia:
+            name = "+".join(n for n, ok in (("npu_fusion_attention", fa),
+                                           ("npu_fused_infer_attention_score", fia)) if ok)
+            out.append(Kernel("attention", f"torch_npu.{name}", k.attention,
+                              OpSupport(_NPU_FLOATS, ATTENTION_FEATURES, backward=fa), "fast",
+                              "FA for training / fp32 / additive masks, FIA for fp16/bf16 inference"))
+        if caps.has("npu_rms_norm"):
+            out.append(Kernel("rms_norm", "torch_npu.npu_rms_norm", k.rms_norm,
+                              OpSupport(_NPU_FLOATS, frozenset({"weight"})), "fast",
+                              "gamma applied in fp32, one rounding (reference rounds before gamma)"))
+        if caps.has("npu_rotary_mul"):
+            out.append(Kernel("rope", "torch_npu.npu_rotary_mul", k.rope,
+                              OpSupport(_NPU_FLOATS, frozenset({"adjacent", "half"})), "fast",
+                              "adjacent -> rotary_mode 'interleave', half -> 'half'; run in fp32"))
+        if caps.has("npu_swiglu"):
+            out.append(Kernel("swiglu", "torch_npu.npu_swiglu", k.swiglu, OpSupport(_NPU_FLOATS), "fast",
+                              "swish(first half) * second half == phyx's [gate | up]"))
+        if caps.has("npu_gelu"):
+            out.append(Kernel("gelu", "torch_npu.npu_gelu", k.gelu,
+                              OpSupport(_NPU_FLOATS, frozenset({"none", "tanh"})), "fast",
+                              "exact GELU needs npu_gelu: the native gelu ignores `approximate`"))
+        return out
+
+    # --- precision -----------------------------------------------------------------------------
+    def set_reduced_precision_matmul(self, allowed: bool) -> dict:
+        """HF32 for matmul and conv (conv's is ON by default on the NPU and changes fp32 results)."""
+        self.tnpu.npu.matmul.allow_hf32 = bool(allowed)
+        self.tnpu.npu.conv.allow_hf32 = bool(allowed)
+        return self.precision_flags()
+
+    def precision_flags(self) -> dict:
+        return {"npu.matmul.allow_hf32": bool(self.tnpu.npu.matmul.allow_hf32),
+                "npu.conv.allow_hf32": bool(self.tnpu.npu.conv.allow_hf32)}
+
+    # --- distributed -------------------------------------------------------------------------
+    def dist_env_defaults(self) -> dict:
+        """Bounded HCCL failures. Notes for phyx.comm: do not rely on ReduceOp.AVG on HCCL (sum,
+        then divide); HCCL_BUFFSIZE (MB) is allocated per communicator, so it multiplies with the
+        number of mesh groups -- lower it for large meshes; multi-node runs need HCCL_IF_IP."""
+        return dict(HCCL_ENV_DEFAULTS)
+
+    # --- reporting -----------------------------------------------------------------------------
+    def soc_info(self) -> dict:
+        def ask(module):
+            try:
+                return str(self.tnpu.npu.get_cann_version(module))
+            except Exception as e:  # noqa: BLE001 - report, do not fail `phyx info`
+                return f"unknown ({type(e).__name__})"
+
+        c = self.capabilities
+        return {"soc": c.soc, "family": c.family, "cann": ask("CANN"), "driver": ask("DRIVER"),
+                "torch_npu": getattr(self.tnpu, "__version__", "unknown"),
+                "fused_ops": ",".join(sorted(c.fused_ops)) or "none", "note": c.note}
+
+    def versions(self) -> dict:
+        v = {"torch": torch.__version__, "torch_npu": getattr(self.tnpu, "__version__", "unknown")}
+        if self.visible_devices_env:
+            v["visible_devices"] = os.environ.get(self.visible_devices_env, "(all)")
+        return v
