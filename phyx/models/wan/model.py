@@ -1,0 +1,379 @@
+"""The Wan2.1 / Wan2.2 DiT (and LingBot-World's camera-controlled variant) on phyx.ops.
+
+Module and parameter names follow the official Wan checkpoints, so official keys load as they
+are; diffusers keys are renamed in keys.py. Precision follows upstream Wan under bf16 autocast:
+- sinusoidal time embedding and RoPE angles are built on the host in float64, applied in fp32;
+- the time MLP, time projection and all modulation tables are kept in fp32 (`keep_fp32`);
+- the residual stream is fp32 (upstream's `x + y * e[2]` promotes it); each sub-layer input is
+  normalised and modulated in fp32 and rounded to the weight dtype right before its matmuls;
+- the head (norm, modulation, linear) runs in fp32.
+Parallelism: attention heads and the FFN hidden dim are split over TP ranks (column/row
+linears, all-heads q/k RMSNorm via an all-reduce); Ulysses SP shards the token sequence
+(per-token timesteps, RoPE rows and camera tokens sharded the same way) and gathers the output.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from phyx import ops
+from phyx.errors import LayoutError
+from phyx.models.wan import _parallel as par
+from phyx.models.wan.config import WanConfig
+from phyx.ops import rope_tables
+from phyx.sharding import ShardSpec, mark
+
+# Parameters kept in fp32 whatever the model dtype (upstream computes them under fp32 autocast).
+FP32_PARAM_PREFIXES = ("time_embedding.", "time_projection.", "head.modulation")
+FP32_PARAM_SUFFIXES = (".modulation",)
+
+
+def keep_fp32(name: str) -> bool:
+    return name.startswith(FP32_PARAM_PREFIXES) or name.endswith(FP32_PARAM_SUFFIXES)
+
+
+def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
+    """Upstream Wan's time embedding [cos | sin](t * 10000^(-j/half)), on the host in float64."""
+    half = dim // 2
+    pos = t.detach().to(device="cpu", dtype=torch.float64).flatten()
+    freqs = torch.pow(torch.tensor(10000.0, dtype=torch.float64),
+                      -torch.arange(half, dtype=torch.float64) / half)
+    s = torch.outer(pos, freqs)
+    return torch.cat([torch.cos(s), torch.sin(s)], dim=1)
+
+
+def _linear_fp32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    b = layer.bias.float() if layer.bias is not None else None
+    return F.linear(x.float(), layer.weight.float(), b)
+
+
+class GeluTanh(nn.Module):
+    def forward(self, x):
+        return ops.gelu(x, approximate="tanh")
+
+
+class Gelu(nn.Module):
+    def forward(self, x):
+        return ops.gelu(x, approximate="none")
+
+
+class SiLU(nn.Module):
+    def forward(self, x):
+        return ops.silu(x)
+
+
+class FP32LayerNorm(nn.Module):
+    """LayerNorm computed in fp32 (affine in fp32), result in the input dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(dim)) if affine else None
+
+    def forward(self, x):
+        return ops.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class AllHeadsRMSNorm(nn.Module):
+    """Wan's q/k RMSNorm over the full dim (all heads). Under TP each rank holds its heads'
+    slice of the weight (marked for the loader) and the sum of squares is all-reduced."""
+
+    def __init__(self, full_dim: int, eps: float, tp_rank: int, tp_size: int):
+        super().__init__()
+        self.full_dim, self.eps, self.tp_size = full_dim, eps, tp_size
+        self.weight = nn.Parameter(torch.ones(full_dim // tp_size))
+        if tp_size > 1:
+            mark(self.weight, ShardSpec(0, tp_rank, tp_size))
+
+    def forward(self, x):
+        return par.all_heads_rms_norm(x, self.weight, self.eps, self.full_dim, self.tp_size)
+
+
+def _check_heads(cfg: WanConfig, lay: par.Layout) -> None:
+    tp, sp = lay.tp_size, lay.sp_size
+    if cfg.num_heads % tp or cfg.ffn_dim % tp:
+        raise LayoutError(f"TP size {tp} must divide num_heads ({cfg.num_heads}) and ffn_dim "
+                          f"({cfg.ffn_dim}); choose tp from the common divisors")
+    if (cfg.num_heads // tp) % sp:
+        raise LayoutError(f"Ulysses needs the heads per TP rank ({cfg.num_heads} / tp={tp}) to divide by "
+                          f"sp={sp}; choose sp x tp dividing {cfg.num_heads}")
+
+
+class WanSelfAttention(nn.Module):
+    def __init__(self, cfg: WanConfig, lay: par.Layout):
+        super().__init__()
+        dim = cfg.dim
+        self.heads = cfg.num_heads // lay.tp_size
+        self.head_dim = cfg.head_dim
+        self.sp_size = lay.sp_size
+        self.q = par.column_linear(dim, dim, lay)
+        self.k = par.column_linear(dim, dim, lay)
+        self.v = par.column_linear(dim, dim, lay)
+        self.o = par.row_linear(dim, dim, lay)
+        norm = (lambda: AllHeadsRMSNorm(dim, cfg.eps, lay.tp_rank, lay.tp_size)) if cfg.qk_norm else nn.Identity
+        self.norm_q = norm()
+        self.norm_k = norm()
+
+    def forward(self, x, cos, sin, valid_len):
+        b, s = x.shape[:2]
+        q = self.norm_q(self.q(x)).view(b, s, self.heads, self.head_dim)
+        k = self.norm_k(self.k(x)).view(b, s, self.heads, self.head_dim)
+        v = self.v(x).view(b, s, self.heads, self.head_dim)
+        q = ops.rope(q, cos, sin, style="adjacent")
+        k = ops.rope(k, cos, sin, style="adjacent")
+        out = par.self_attention(q, k, v, valid_len, self.sp_size)
+        return self.o(out.flatten(2))
+
+
+class WanCrossAttention(nn.Module):
+    """Cross attention to the text tokens; with `image_branch`, Wan2.1 i2v's extra attention to
+    CLIP tokens (k_img / v_img / norm_k_img) added before the output projection."""
+
+    def __init__(self, cfg: WanConfig, lay: par.Layout, image_branch: bool):
+        super().__init__()
+        dim = cfg.dim
+        self.heads = cfg.num_heads // lay.tp_size
+        self.head_dim = cfg.head_dim
+        self.q = par.column_linear(dim, dim, lay)
+        self.k = par.column_linear(dim, dim, lay)
+        self.v = par.column_linear(dim, dim, lay)
+        self.o = par.row_linear(dim, dim, lay)
+        norm = (lambda: AllHeadsRMSNorm(dim, cfg.eps, lay.tp_rank, lay.tp_size)) if cfg.qk_norm else nn.Identity
+        self.norm_q = norm()
+        self.norm_k = norm()
+        self.image_branch = image_branch
+        if image_branch:
+            self.k_img = par.column_linear(dim, dim, lay)
+            self.v_img = par.column_linear(dim, dim, lay)
+            self.norm_k_img = norm()
+
+    def _heads(self, t):
+        return t.view(t.shape[0], t.shape[1], self.heads, self.head_dim)
+
+    def forward(self, x, context, context_img=None):
+        q = self._heads(self.norm_q(self.q(x)))
+        k = self._heads(self.norm_k(self.k(context)))
+        v = self._heads(self.v(context))
+        out = ops.attention(q, k, v).flatten(2)
+        if self.image_branch:
+            if context_img is None:
+                raise LayoutError("this Wan2.1 i2v model needs CLIP image features: pass clip_fea")
+            k_img = self._heads(self.norm_k_img(self.k_img(context_img)))
+            v_img = self._heads(self.v_img(context_img))
+            out = out + ops.attention(q, k_img, v_img).flatten(2)
+        return self.o(out)
+
+
+class WanBlock(nn.Module):
+    def __init__(self, cfg: WanConfig, lay: par.Layout):
+        super().__init__()
+        dim, eps = cfg.dim, cfg.eps
+        self.eps = eps
+        self.self_attn = WanSelfAttention(cfg, lay)
+        self.norm3 = FP32LayerNorm(dim, eps, affine=True) if cfg.cross_attn_norm else None
+        self.cross_attn = WanCrossAttention(cfg, lay, image_branch=cfg.image_dim is not None)
+        self.ffn = nn.Sequential(par.column_linear(dim, cfg.ffn_dim, lay), GeluTanh(),
+                                 par.row_linear(cfg.ffn_dim, dim, lay))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
+        self.has_camera = cfg.camera_channels is not None
+        if self.has_camera:  # LingBot-World's per-block camera injector (replicated under TP)
+            self.cam_injector_layer1 = nn.Linear(dim, dim)
+            self.cam_injector_layer2 = nn.Linear(dim, dim)
+            self.cam_scale_layer = nn.Linear(dim, dim)
+            self.cam_shift_layer = nn.Linear(dim, dim)
+
+    def _norm(self, x):
+        return ops.layer_norm(x, None, None, self.eps)
+
+    def forward(self, x, e0, cos, sin, valid_len, context, context_img, cam):
+        """x [B, S, C] fp32; e0 [B, 1|S, 6, C] fp32; cam [B, S, C] or None."""
+        wdt = self.ffn[0].weight.dtype
+        mod = (self.modulation.float().unsqueeze(0) + e0).unbind(2)   # six [B, 1|S, C], fp32
+        shift, scale, gate, c_shift, c_scale, c_gate = mod
+        h = ops.modulate(self._norm(x), shift, scale).to(wdt)
+        x = ops.gated_residual(x, self.self_attn(h, cos, sin, valid_len).float(), gate)
+        if cam is not None:
+            if not self.has_camera:
+                raise LayoutError("camera input given to a model without camera layers "
+                                  "(not a LingBot-World checkpoint)")
+            hid = self.cam_injector_layer2(ops.silu(self.cam_injector_layer1(cam))) + cam
+            x = ops.modulate(x, self.cam_shift_layer(hid).float(), self.cam_scale_layer(hid).float())
+        h = (self.norm3(x) if self.norm3 is not None else x).to(wdt)
+        x = x + self.cross_attn(h, context, context_img).float()
+        h = ops.modulate(self._norm(x), c_shift, c_scale).to(wdt)
+        return ops.gated_residual(x, self.ffn(h).float(), c_gate)
+
+
+class Head(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        self.eps = cfg.eps
+        self.head = nn.Linear(cfg.dim, math.prod(cfg.patch_size) * cfg.out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim ** 0.5)
+
+    def forward(self, x, e):
+        """x [B, S, C] fp32, e [B, 1|S, C] fp32 -> [B, S, prod(patch) * out_dim] fp32."""
+        m = self.modulation.float().unsqueeze(0) + e.unsqueeze(2)       # [B, 1|S, 2, C]
+        h = ops.modulate(ops.layer_norm(x, None, None, self.eps), m[:, :, 0], m[:, :, 1])
+        return _linear_fp32(self.head, h)
+
+
+class ImageProjection(nn.Module):
+    """Wan2.1 i2v: CLIP features [B, 257, 1280] -> context tokens (LN, Linear, GELU, Linear, LN)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Sequential(FP32LayerNorm(in_dim, 1e-5), nn.Linear(in_dim, in_dim), Gelu(),
+                                  nn.Linear(in_dim, out_dim), FP32LayerNorm(out_dim, 1e-5))
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class WanModel(nn.Module):
+    """forward(x, t, context, y=None, clip_fea=None, cam=None) -> [B, out_dim, F, H, W] fp32.
+
+    x [B, C, F, H, W] noisy latent; y [B, Cy, F, H, W] i2v conditioning concatenated on channels
+    (C + Cy = in_dim); t [B] or per-token [B, f*h*w] (Wan2.2 TI2V); context [B, Lt <= text_len,
+    text_dim] (zero-padded to text_len as upstream); clip_fea [B, 257, image_dim] for Wan2.1 i2v;
+    cam [B, camera_channels*64, F, H, W] LingBot-World camera embedding (see phyx.models.camera).
+    """
+
+    def __init__(self, cfg: WanConfig, layout: par.Layout | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.layout = layout or par.current_layout()
+        par.check_layout(self.layout)
+        _check_heads(cfg, self.layout)
+        dim = cfg.dim
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), GeluTanh(), nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(SiLU(), nn.Linear(dim, dim * 6))
+        self.blocks = nn.ModuleList([WanBlock(cfg, self.layout) for _ in range(cfg.num_layers)])
+        self.head = Head(cfg)
+        if cfg.image_dim is not None:
+            self.img_emb = ImageProjection(cfg.image_dim, dim)
+        if cfg.camera_channels is not None:
+            self.patch_embedding_wancamctrl = nn.Linear(cfg.camera_in_features, dim)
+            self.c2ws_hidden_states_layer1 = nn.Linear(dim, dim)
+            self.c2ws_hidden_states_layer2 = nn.Linear(dim, dim)
+
+    # ---- dtype ---------------------------------------------------------------------------
+    def cast(self, dtype: torch.dtype) -> "WanModel":
+        """Convert weights to `dtype`, keeping the time MLP and modulation tables in fp32."""
+        for name, p in self.named_parameters():
+            p.data = p.data.to(torch.float32 if keep_fp32(name) else dtype)
+        return self
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.patch_embedding.weight.dtype
+
+    # ---- pieces --------------------------------------------------------------------------
+    def _grid(self, x):
+        B, C, Fr, H, W = x.shape
+        pt, ph, pw = self.cfg.patch_size
+        if Fr % pt or H % ph or W % pw:
+            raise LayoutError(f"latent size (F={Fr}, H={H}, W={W}) is not divisible by the patch size "
+                              f"{self.cfg.patch_size}; resize or pad the latent")
+        return Fr // pt, H // ph, W // pw
+
+    def time_embed(self, t: torch.Tensor, batch: int, seq_len: int):
+        """-> (e [B, 1|L, C], per_token) in fp32, sinusoid built on the host in float64."""
+        t = torch.as_tensor(t)
+        if t.dim() == 0:
+            t = t.expand(batch)
+        if t.dim() == 1:
+            if t.shape[0] != batch:
+                raise LayoutError(f"timestep has {t.shape[0]} entries for batch {batch}")
+            tok = 1
+        elif t.dim() == 2:
+            if tuple(t.shape) != (batch, seq_len):
+                raise LayoutError(f"per-token timesteps must be [B, f*h*w] = [{batch}, {seq_len}], "
+                                  f"got {tuple(t.shape)}")
+            tok = seq_len
+        else:
+            raise LayoutError(f"timestep must be [B] or [B, L], got shape {tuple(t.shape)}")
+        sin = sinusoidal_embedding(self.cfg.freq_dim, t).to(torch.float32)
+        return sin.view(batch, tok, -1).to(self.patch_embedding.weight.device), tok > 1
+
+    def camera_tokens(self, cam: torch.Tensor, grid) -> torch.Tensor:
+        """cam [B, c*64, F, H, W] -> camera tokens [B, L, C] (LingBot's patch embedding + MLP)."""
+        if self.cfg.camera_channels is None:
+            raise LayoutError("camera input given to a model without camera layers")
+        pt, ph, pw = self.cfg.patch_size
+        f, h, w = grid
+        B, C = cam.shape[:2]
+        if tuple(cam.shape[2:]) != (f * pt, h * ph, w * pw) or C * pt * ph * pw != self.cfg.camera_in_features:
+            raise LayoutError(f"camera embedding {tuple(cam.shape)} does not fit the latent grid "
+                              f"{(f * pt, h * ph, w * pw)} with {self.cfg.camera_in_features // (pt * ph * pw)} "
+                              f"channels; build it with phyx.models.camera.prepare_camera")
+        # 'b c (f p) (h q) (w r) -> b (f h w) (c p q r)'
+        c = cam.to(self.dtype).reshape(B, C, f, pt, h, ph, w, pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        c = self.patch_embedding_wancamctrl(c.reshape(B, f * h * w, -1))
+        return c + self.c2ws_hidden_states_layer2(ops.silu(self.c2ws_hidden_states_layer1(c)))
+
+    def embed_context(self, context, clip_fea):
+        B, Lt, Dt = context.shape
+        if Dt != self.cfg.text_dim or Lt > self.cfg.text_len:
+            raise LayoutError(f"text context {tuple(context.shape)} must be [B, <= {self.cfg.text_len}, "
+                              f"{self.cfg.text_dim}]")
+        if Lt < self.cfg.text_len:  # upstream zero-pads to text_len and attends to all of it
+            context = torch.cat([context, context.new_zeros(B, self.cfg.text_len - Lt, Dt)], dim=1)
+        ctx = self.text_embedding(context.to(self.dtype))
+        ctx_img = None
+        if clip_fea is not None:
+            if self.cfg.image_dim is None:
+                raise LayoutError("clip_fea given to a model without the Wan2.1 image branch")
+            ctx_img = self.img_emb(clip_fea.to(self.dtype))
+        return ctx, ctx_img
+
+    def unpatchify(self, out, grid):
+        B = out.shape[0]
+        f, h, w = grid
+        pt, ph, pw = self.cfg.patch_size
+        c = self.cfg.out_dim
+        out = out.view(B, f, h, w, pt, ph, pw, c).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return out.reshape(B, c, f * pt, h * ph, w * pw)
+
+    # ---- forward -------------------------------------------------------------------------
+    def forward(self, x, t, context, y=None, clip_fea=None, cam=None):
+        lay = self.layout
+        if y is not None:
+            x = torch.cat([x, y.to(x.dtype)], dim=1)
+        if x.dim() != 5 or x.shape[1] != self.cfg.in_dim:
+            raise LayoutError(f"latent input must be [B, {self.cfg.in_dim}, F, H, W] (noise and, for i2v, "
+                              f"the conditioning y concatenated on channels); got {tuple(x.shape)}")
+        grid = self._grid(x)
+        B, L = x.shape[0], math.prod(grid)
+        tokens = self.patch_embedding(x.to(self.dtype)).flatten(2).transpose(1, 2).float()
+
+        sin_t, per_token = self.time_embed(t, B, L)
+        cos, sin = rope_tables.to_cos_sin(rope_tables.wan_3d(grid, self.cfg.head_dim, max_len=self.cfg.rope_max_len),
+                                          tokens.device)
+        cam_tok = self.camera_tokens(cam, grid) if cam is not None else None
+
+        # Ulysses: pad + shard everything that is per token, exactly like the tokens.
+        if lay.sp_size > 1:
+            tokens, _ = par.sp_shard(tokens, 1, lay.sp_size)
+            cos, sin = par.sp_shard_rope(cos, sin, lay.sp_size)
+            if per_token:
+                sin_t, _ = par.sp_shard(sin_t, 1, lay.sp_size)
+            if cam_tok is not None:
+                cam_tok, _ = par.sp_shard(cam_tok, 1, lay.sp_size)
+
+        e = _linear_fp32(self.time_embedding[2], ops.silu(_linear_fp32(self.time_embedding[0], sin_t)))
+        e0 = _linear_fp32(self.time_projection[1], ops.silu(e)).unflatten(-1, (6, self.cfg.dim))
+        context, context_img = self.embed_context(context, clip_fea)
+
+        for block in self.blocks:
+            tokens = block(tokens, e0, cos, sin, L, context, context_img, cam_tok)
+        out = self.head(tokens, e)
+        if lay.sp_size > 1:
+            out = par.sp_gather(out, 1, L, lay.sp_size)
+        return self.unpatchify(out, grid)
