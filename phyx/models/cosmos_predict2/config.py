@@ -1,0 +1,91 @@
+"""Cosmos-Predict2 (MiniTrainDIT) configuration. Field names follow diffusers'
+CosmosTransformer3DModel config.json so a diffusers config loads as-is."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Predict2Config:
+    in_channels: int = 16            # latent channels (+1 for Video2World's condition-mask channel)
+    out_channels: int = 16
+    num_attention_heads: int = 16
+    attention_head_dim: int = 128
+    num_layers: int = 28
+    mlp_ratio: float = 4.0
+    text_embed_dim: int = 1024       # T5-XXL width (cross-attention K/V input)
+    adaln_lora_dim: int = 256
+    max_size: tuple[int, int, int] = (128, 240, 240)
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    rope_scale: tuple[float, float, float] = (1.0, 4.0, 4.0)   # NTK extrapolation ratios (t, h, w)
+    concat_padding_mask: bool = True
+    extra_pos_embed_type: str | None = None
+    use_crossattn_projection: bool = False
+    crossattn_proj_in_channels: int = 1024
+    encoder_hidden_states_channels: int = 1024
+    # Not in diffusers' config: diffusers' Attention uses eps 1e-5 for the per-head QK RMSNorm,
+    # NVIDIA's MiniTrainDIT 1e-6. Each loader sets the value of the implementation it mirrors.
+    qk_norm_eps: float = 1e-5
+    base_fps: float = 24.0
+    extra: dict = field(default_factory=dict)   # unknown diffusers keys, kept for round trips
+
+    @property
+    def hidden_size(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def video2world(self) -> bool:
+        """Video2World checkpoints carry one extra input channel: the condition mask."""
+        return self.in_channels == self.out_channels + 1
+
+    @property
+    def patch_in_channels(self) -> int:
+        return self.in_channels + int(self.concat_padding_mask)
+
+    def validate(self) -> "Predict2Config":
+        if self.attention_head_dim % 2:
+            raise ValueError(f"attention_head_dim must be even, got {self.attention_head_dim}")
+        if self.extra_pos_embed_type not in (None, "none"):
+            raise ValueError(f"extra_pos_embed_type={self.extra_pos_embed_type!r} (Cosmos 1.0's learnable "
+                             f"position embedding) is not supported; Cosmos-Predict2 uses None")
+        if self.patch_size[0] != 1:
+            raise ValueError(f"temporal patch size must be 1 (per-frame AdaLN), got {self.patch_size}")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Predict2Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names and k != "extra"}
+        for k in ("max_size", "patch_size", "rope_scale"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        extra = {k: v for k, v in d.items() if k not in names and not k.startswith("_")}
+        return cls(**kw, extra=extra).validate()
+
+    def to_diffusers_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("qk_norm_eps", "base_fps", "extra"):
+            d.pop(k)
+        d.update({"_class_name": "CosmosTransformer3DModel"})
+        return d
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "Predict2Config":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _preset(heads: int, layers: int, v2w: bool, rope_scale) -> Predict2Config:
+    return Predict2Config(in_channels=17 if v2w else 16, num_attention_heads=heads, num_layers=layers,
+                          rope_scale=rope_scale)
+
+
+# The released checkpoints (values from diffusers' convert_cosmos_to_diffusers.py).
+PRESETS = {
+    "2B-Text2Image": _preset(16, 28, False, (1.0, 4.0, 4.0)),
+    "14B-Text2Image": _preset(40, 36, False, (1.0, 4.0, 4.0)),
+    "2B-Video2World": _preset(16, 28, True, (1.0, 3.0, 3.0)),
+    "14B-Video2World": _preset(40, 36, True, (20 / 24, 2.0, 2.0)),
+}
