@@ -6,8 +6,7 @@ import os
 
 import torch
 
-from phyx.backend.base import Backend, Kernel, TorchDeviceModule
-from phyx.backend.cpu import SDPA_SUPPORT, sdpa_attention
+from phyx.backend.base import Backend, TorchDeviceModule
 from phyx_cuda import kernels as ck
 
 
@@ -30,10 +29,23 @@ class CudaBackend(Backend):
         self.device = TorchDeviceModule(torch.cuda, "cuda")
 
     def kernels(self):
-        ks = [Kernel("attention", "torch.sdpa", sdpa_attention, SDPA_SUPPORT, "fast",
-                     "torch SDPA: cuDNN / flash / memory-efficient chosen by torch")]
-        ks += ck.extra_kernels()
-        return ks
+        # attention: 'sdpa' first (torch picks cuDNN / flash / efficient; lse through aten's
+        # kernels), then the pinned SDPA variants and flash-attn 2/3 when importable; then the
+        # Triton fused ops that beat eager. Built once per backend object.
+        if getattr(self, "_kernels", None) is None:
+            self._kernels = ck.extra_kernels()
+        return self._kernels
+
+    # --- benchmark hooks (phyx.bench) -------------------------------------------------
+    def bench_direct_attention(self, q, k, v, causal):
+        """Vendor attention kernels called without phyx: the baseline phyx must match."""
+        from phyx_cuda.attention import direct_calls
+
+        return direct_calls(q, k, v, causal)
+
+    def bench_candidate_kernels(self, op):
+        """Kernels worth timing for `op` even if not registered (Triton where eager won)."""
+        return [k for k in ck.triton_kernels(all_ops=True) if k.op == op]
 
     def set_reduced_precision_matmul(self, allowed):
         torch.backends.cuda.matmul.allow_tf32 = allowed

@@ -1,0 +1,322 @@
+"""CUDA attention kernels in phyx's B S N D contract.
+
+One shared wrapper (`make_kernel`) does what every kernel needs the same way:
+- checks each optional argument against the kernel's OpSupport and raises
+  UnsupportedArgumentError for one it cannot honour (never drops it);
+- kv_lens: slices K/V per batch element (one call when all lengths agree), never a dense mask;
+  a zero length gives output 0 and lse -inf, as the reference does;
+- rows that a mask leaves with no key give 0 (lse -inf), whatever the vendor kernel returns;
+- q_lens: zeroes padded query rows (and sets their lse to -inf) after the kernel.
+Each `core` then only sees q/k/v [B, S, N, D], an optional mask, is_causal, scale, return_lse.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from phyx.backend.base import Kernel, OpSupport
+from phyx.errors import UnsupportedArgumentError
+from phyx.ops._dispatch import ATTENTION_FEATURES
+
+HALF = frozenset({torch.float16, torch.bfloat16})
+FLOATS = frozenset({torch.float32, torch.float16, torch.bfloat16})
+NO_MASK = ATTENTION_FEATURES - {"bool_mask", "additive_mask"}
+
+
+# --------------------------------------------------------------------------- the wrapper
+def _check(name, support, q, k, attn_mask, kv_lens, q_lens, is_causal, scale, return_lse):
+    support.require_dtype(name, q.dtype)
+    if attn_mask is not None:
+        support.require(name, "bool_mask" if attn_mask.dtype == torch.bool else "additive_mask")
+    for flag, feature in ((kv_lens is not None, "kv_lens"), (q_lens is not None, "q_lens"),
+                          (is_causal, "causal"), (q.shape[2] != k.shape[2], "gqa"),
+                          (return_lse, "lse"), (scale is not None, "scale")):
+        if flag:
+            support.require(name, feature)
+
+
+def _mask_for_batch(mask, b, n_keys):
+    """The slice of a [.., Sq, Skv]-broadcastable mask for batch element b and the first n keys."""
+    if mask is None:
+        return None
+    if mask.dim() == 4 and mask.shape[0] > 1:
+        mask = mask[b:b + 1]
+    return mask[..., :n_keys] if mask.shape[-1] != 1 else mask
+
+
+def _empty_rows(mask, kv_lens, is_causal, B, Nq, Sq, Skv):
+    """Bool [B, Nq, Sq]: query rows that mask, key lengths and causality leave with no key."""
+    keep = mask if mask.dtype == torch.bool else mask > float("-inf")
+    if keep.dim() < 4:
+        keep = keep.view((1,) * (4 - keep.dim()) + tuple(keep.shape))
+    idx = torch.arange(Skv, device=keep.device)
+    if kv_lens is not None:
+        keep = keep & (idx[None, :] < kv_lens.to(keep.device).view(-1, 1))[:, None, None, :]
+    if is_causal:
+        keep = keep & (idx[None, :] <= torch.arange(Sq, device=keep.device)[:, None])
+    return (~keep.any(dim=-1)).expand(B, Nq, Sq)
+
+
+def make_kernel(name, support, core, doc=""):
+    def attention(q, k, v, attn_mask=None, kv_lens=None, q_lens=None, is_causal=False,
+                  scale=None, return_lse=False):
+        _check(name, support, q, k, attn_mask, kv_lens, q_lens, is_causal, scale, return_lse)
+        B, Sq, Nq, _ = q.shape
+        Skv = k.shape[1]
+        if kv_lens is None:
+            res = core(q, k, v, attn_mask, is_causal, scale, return_lse)
+        else:
+            lens = [int(n) for n in kv_lens.tolist()]
+            if any(n < 0 or n > Skv for n in lens):
+                raise ValueError(f"kv_lens {lens} out of range [0, {Skv}]")
+            if len(set(lens)) == 1 and lens[0] > 0:
+                n = lens[0]
+                m = attn_mask[..., :n] if attn_mask is not None and attn_mask.shape[-1] != 1 else attn_mask
+                res = core(q, k[:, :n], v[:, :n], m, is_causal, scale, return_lse)
+            else:
+                res = _per_batch(core, q, k, v, attn_mask, lens, is_causal, scale, return_lse)
+        out, lse = res if return_lse else (res, None)
+        if attn_mask is not None:
+            empty = _empty_rows(attn_mask, kv_lens, is_causal, B, Nq, Sq, Skv)
+            out = out.masked_fill(empty.transpose(1, 2)[..., None], 0)
+            if lse is not None:
+                lse = lse.masked_fill(empty, float("-inf"))
+        if q_lens is not None:
+            pad = torch.arange(Sq, device=q.device)[None, :] >= q_lens.to(q.device).view(B, 1)
+            out = out.masked_fill(pad[:, :, None, None], 0)
+            if lse is not None:
+                lse = lse.masked_fill(pad[:, None, :], float("-inf"))
+        return (out, lse) if return_lse else out
+
+    attention.__name__ = attention.__qualname__ = "attention_" + name.replace(".", "_")
+    return Kernel("attention", name, attention, support, "fast", doc)
+
+
+def _per_batch(core, q, k, v, mask, lens, is_causal, scale, return_lse):
+    outs, lses = [], []
+    B, Sq, Nq, _ = q.shape
+    for b, n in enumerate(lens):
+        if n == 0:  # no key at all: output 0, lse -inf (the reference's fully masked row)
+            outs.append(q.new_zeros(1, Sq, Nq, v.shape[-1]))
+            lses.append(torch.full((1, Nq, Sq), float("-inf"), device=q.device))
+            continue
+        r = core(q[b:b + 1], k[b:b + 1, :n], v[b:b + 1, :n], _mask_for_batch(mask, b, n),
+                 is_causal, scale, return_lse)
+        if return_lse:
+            outs.append(r[0])
+            lses.append(r[1])
+        else:
+            outs.append(r)
+    out = torch.cat(outs, dim=0)
+    return (out, torch.cat(lses, dim=0)) if return_lse else out
+
+
+# --------------------------------------------------------------------------- torch SDPA
+def _bnsd(t):
+    t = t.transpose(1, 2)
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _fold_causal(mask, sq, sk, device):
+    """SDPA refuses a mask together with is_causal: fold top-left causal into the mask."""
+    causal = torch.ones(sq, sk, dtype=torch.bool, device=device).tril()
+    return mask & causal if mask.dtype == torch.bool else mask.masked_fill(~causal, float("-inf"))
+
+
+def _sdpa_out(q, k, v, mask, is_causal, scale):
+    if mask is not None and is_causal:
+        mask, is_causal = _fold_causal(mask, q.shape[1], k.shape[1], q.device), False
+    if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
+        mask = mask.to(q.dtype)
+    out = F.scaled_dot_product_attention(_bnsd(q), _bnsd(k), _bnsd(v), attn_mask=mask,
+                                         is_causal=is_causal, scale=scale,
+                                         enable_gqa=q.shape[2] != k.shape[2])
+    return out.transpose(1, 2)
+
+
+def _expand_kv(q, t):
+    """GQA for kernels without it: repeat each KV head over its query group (a copy)."""
+    rep = q.shape[2] // t.shape[2]
+    return t if rep == 1 else t.repeat_interleave(rep, dim=2)
+
+
+def _flash_lse(q, k, v, is_causal, scale):
+    """aten's flash kernel: output and natural-log lse [B, N, Sq] float32. No mask."""
+    k, v = _expand_kv(q, k), _expand_kv(q, v)
+    res = torch.ops.aten._scaled_dot_product_flash_attention(
+        _bnsd(q), _bnsd(k), _bnsd(v), 0.0, is_causal, False, scale=scale)
+    return res[0].transpose(1, 2), res[1]
+
+
+def _mem_eff_bias(mask, q, k):
+    """An additive bias the memory-efficient kernel accepts: q.dtype, 4-D, row stride aligned to
+    16 elements (padded then sliced, as torch's own SDPA does), broadcast by stride 0."""
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+    else:
+        mask = mask.to(q.dtype)
+    if mask.dim() < 4:
+        mask = mask.view((1,) * (4 - mask.dim()) + tuple(mask.shape))
+    sk = k.shape[1]
+    if mask.shape[-1] != sk:
+        mask = mask.expand(*mask.shape[:-1], sk)
+    if any(s % 16 for s in mask.stride()[:-1]) or mask.stride(-1) != 1:
+        padded = F.pad(mask, (0, (-sk) % 16 or 16))
+        mask = padded[..., :sk]
+    return mask.expand(q.shape[0], q.shape[2], q.shape[1], sk)
+
+
+def _efficient_lse(q, k, v, mask, is_causal, scale):
+    """aten's memory-efficient kernel with compute_log_sumexp: takes an additive bias and
+    top-left causal. Its lse is padded to a multiple of 32 queries: sliced back."""
+    if mask is not None and is_causal:
+        mask, is_causal = _fold_causal(mask, q.shape[1], k.shape[1], q.device), False
+    bias = _mem_eff_bias(mask, q, k) if mask is not None else None
+    k, v = _expand_kv(q, k), _expand_kv(q, v)
+    res = torch.ops.aten._scaled_dot_product_efficient_attention(
+        _bnsd(q), _bnsd(k), _bnsd(v), bias, True, 0.0, is_causal, scale=scale)
+    return res[0].transpose(1, 2), res[1][..., :q.shape[1]]
+
+
+def _flash_ok(q, k, mask, is_causal):
+    D = q.shape[-1]
+    return (mask is None and q.dtype in HALF and D % 8 == 0 and D <= 256
+            and not (is_causal and q.shape[1] != k.shape[1]))
+
+
+def sdpa_auto(q, k, v, mask, is_causal, scale, return_lse):
+    """torch picks cuDNN / flash / efficient; with lse, flash where it can, else efficient."""
+    if not return_lse:
+        return _sdpa_out(q, k, v, mask, is_causal, scale)
+    if _flash_ok(q, k, mask, is_causal):
+        return _flash_lse(q, k, v, is_causal, scale)
+    return _efficient_lse(q, k, v, mask, is_causal, scale)
+
+
+_PINNED = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+           "efficient": SDPBackend.EFFICIENT_ATTENTION}
+
+
+def sdpa_pinned(which):
+    backend = _PINNED[which]
+
+    def core(q, k, v, mask, is_causal, scale, return_lse):
+        if return_lse:
+            if which == "flash":
+                if is_causal and q.shape[1] != k.shape[1]:
+                    raise UnsupportedArgumentError(
+                        "sdpa.flash cannot do top-left causal with Sq != Skv; use 'sdpa' or "
+                        "'sdpa.efficient'")
+                return _flash_lse(q, k, v, is_causal, scale)
+            return _efficient_lse(q, k, v, mask, is_causal, scale)
+        if which == "efficient" and q.shape[2] != k.shape[2]:
+            k, v = _expand_kv(q, k), _expand_kv(q, v)  # its kernel takes equal head counts only
+        try:
+            with sdpa_kernel(backend):
+                return _sdpa_out(q, k, v, mask, is_causal, scale)
+        except RuntimeError as e:
+            if "No available kernel" not in str(e):
+                raise
+            raise UnsupportedArgumentError(
+                f"torch's {which} SDPA backend cannot run these inputs (dtype {q.dtype}, "
+                f"head dim {q.shape[-1]}, mask {None if mask is None else mask.dtype}, "
+                f"causal={is_causal}, Sq={q.shape[1]}, Skv={k.shape[1]}); use kernel 'sdpa' "
+                f"(torch picks a backend) or policy 'reference'. torch said: {e}") from e
+    return core
+
+
+# --------------------------------------------------------------------------- flash-attn 2 / 3
+def _flash_attn_core(fn, label, lse_kw):
+    """flash-attn takes B S N D and GQA natively; its causal is bottom-right aligned, which
+    equals SDPA's top-left only when Sq == Skv, so other shapes are refused."""
+    def core(q, k, v, mask, is_causal, scale, return_lse):
+        if is_causal and q.shape[1] != k.shape[1]:
+            raise UnsupportedArgumentError(
+                f"{label} aligns causal bottom-right; phyx's is_causal is top-left (as SDPA). "
+                f"With Sq={q.shape[1]} != Skv={k.shape[1]} use kernel 'sdpa'.")
+        kwargs = {"softmax_scale": scale, "causal": is_causal}
+        if return_lse and lse_kw:
+            kwargs[lse_kw] = True
+        res = fn(q, k, v, **kwargs)
+        if isinstance(res, tuple):
+            return (res[0], res[1].float()) if return_lse else res[0]
+        if return_lse:
+            raise UnsupportedArgumentError(f"{label} did not return the log-sum-exp here")
+        return res
+    return core
+
+
+def flash_attn_kernels():
+    ks = []
+    support = OpSupport(HALF, NO_MASK)
+    try:
+        from flash_attn import flash_attn_func as fa2  # noqa: PLC0415
+    except Exception:  # not installed or built for another torch: not registered
+        fa2 = None
+    if fa2 is not None:
+        ks.append(make_kernel("flash_attn2", support,
+                              _flash_attn_core(fa2, "flash-attn 2", "return_attn_probs"),
+                              "flash-attn 2 flash_attn_func (B S N D, native GQA)"))
+    try:
+        from flash_attn_interface import flash_attn_func as fa3  # noqa: PLC0415
+    except Exception:
+        fa3 = None
+    if fa3 is not None:
+        params = inspect.signature(fa3).parameters
+        lse_kw = "return_attn_probs" if "return_attn_probs" in params else None
+        ks.append(make_kernel("flash_attn3", support, _flash_attn_core(fa3, "flash-attn 3", lse_kw),
+                              "flash-attn 3 (Hopper) flash_attn_interface.flash_attn_func"))
+    return ks
+
+
+# --------------------------------------------------------------------------- registry
+def attention_kernels():
+    """In order of preference: the first is what policy 'fast' uses."""
+    return [
+        make_kernel("sdpa", OpSupport(FLOATS, ATTENTION_FEATURES), sdpa_auto,
+                    "torch SDPA, torch picks cuDNN / flash / efficient; lse through aten's flash "
+                    "or memory-efficient kernel"),
+        make_kernel("sdpa.cudnn", OpSupport(HALF, ATTENTION_FEATURES - {"lse"}),
+                    sdpa_pinned("cudnn"), "torch SDPA pinned to cuDNN attention"),
+        make_kernel("sdpa.flash", OpSupport(HALF, NO_MASK), sdpa_pinned("flash"),
+                    "torch SDPA pinned to its flash-attention 2 kernel"),
+        make_kernel("sdpa.efficient", OpSupport(FLOATS, ATTENTION_FEATURES),
+                    sdpa_pinned("efficient"), "torch SDPA pinned to the memory-efficient kernel"),
+    ] + flash_attn_kernels()
+
+
+def direct_calls(q, k, v, causal):
+    """The vendor kernels called directly, without phyx (the benchmark's baseline). Inputs are
+    put in each kernel's own layout here, outside the timed call."""
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    gqa = q.shape[2] != k.shape[2]
+    calls = {}
+
+    def sdpa(backend=None):
+        def run():
+            if backend is None:
+                return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, enable_gqa=gqa)
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, enable_gqa=gqa)
+        return run
+
+    calls["torch.sdpa"] = sdpa()
+    for name, backend in _PINNED.items():
+        calls[f"torch.sdpa[{name}]"] = sdpa(backend)
+    if not gqa:
+        calls["aten._scaled_dot_product_flash_attention"] = (
+            lambda: torch.ops.aten._scaled_dot_product_flash_attention(qt, kt, vt, 0.0, causal, False))
+    for mod, label in (("flash_attn", "flash_attn2.flash_attn_func"),
+                       ("flash_attn_interface", "flash_attn3.flash_attn_func")):
+        try:
+            fn = __import__(mod).flash_attn_func
+        except Exception:  # noqa: BLE001 - not installed
+            continue
+        calls[label] = lambda fn=fn: fn(q, k, v, causal=causal)
+    return calls
+
+
+__all__ = ["attention_kernels", "make_kernel", "direct_calls"]

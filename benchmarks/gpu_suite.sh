@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One call on a GPU machine: CUDA backend tests, op parity on cuda, op benchmarks, model steps.
+#   benchmarks/gpu_suite.sh            # on the GPU machine (writes into $OUT, default ./out/gpu)
+#   benchmarks/gpu_suite.sh --cpu      # dry run of the same steps on the CPU, tiny shapes
+# Steps: STEPS="tests parity ops models" (default all). Each step is time-boxed so one hang
+# cannot eat the rest; every log and JSON lands in $OUT.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out/gpu}
+mkdir -p "$OUT"
+MODE=gpu
+[ "${1:-}" = "--cpu" ] && MODE=cpu
+STEPS=${STEPS:-"tests parity ops models"}
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+PY=${PY:-python3}
+
+# diffusers (and importlib_metadata) travel as wheels in .whl where the machine lacks them
+if [ -d .whl ] && ! $PY -c "import diffusers" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+# phyx from this tree without touching the machine's torch
+export PYTHONPATH=$PWD:$PWD/backends${PYTHONPATH:+:$PYTHONPATH}
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv 2>/dev/null
+  $PY - <<'EOF'
+import torch, importlib
+print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available())
+for m in ("triton", "diffusers", "transformers", "flash_attn", "flash_attn_interface"):
+    try:
+        print(m, getattr(importlib.import_module(m), "__version__", "?"))
+    except Exception as e:
+        print(m, "MISSING", type(e).__name__)
+EOF
+  $PY -m phyx.cli info
+} 2>&1 | tee "$OUT/env.txt"
+
+if [ "$MODE" = cpu ]; then BACKEND=cpu; QUICK=--quick; else BACKEND=cuda; QUICK=; fi
+
+for step in $STEPS; do
+  case $step in
+    tests)
+      timeout ${TESTS_TIMEOUT:-240} $PY -m pytest -q -p no:cacheprovider tests/test_cuda_backend.py -rs --tb=short 2>&1 | tee "$OUT/tests.log" | tail -50 ;;
+    parity)
+      timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_ops_parity.py --backend "$BACKEND" --tb=line 2>&1 | tee "$OUT/parity.log" | tail -30 ;;
+    ops)
+      timeout ${OPS_TIMEOUT:-330} $PY -m phyx.cli bench ops --backend "$BACKEND" $QUICK ${OPS_SECTIONS:+--sections $OPS_SECTIONS} \
+        --out "$OUT/${OPS_NAME:-ops}.json" 2>&1 | tee "$OUT/${OPS_NAME:-ops}.log" ;;
+    models)
+      timeout ${MODELS_TIMEOUT:-560} $PY -m phyx.cli bench models --backend "$BACKEND" $QUICK ${MODELS:+--models $MODELS} --out "$OUT/models.json" 2>&1 | tee "$OUT/models.log" ;;
+  esac
+done
+echo "suite done: $(ls "$OUT")"

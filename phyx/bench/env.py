@@ -1,0 +1,56 @@
+"""What a result file records about the machine it came from: date, device, versions, backend,
+policy and the host-side switches that change timings (so two machines' JSON can be compared)."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+
+import torch
+
+# Host-side settings that change timings; recorded as found (None = unset).
+HOST_ENV = ("TASK_QUEUE_ENABLE", "CPU_AFFINITY_CONF", "PYTORCH_NPU_ALLOC_CONF",
+            "ASCEND_RT_VISIBLE_DEVICES", "ASCEND_LAUNCH_BLOCKING", "HCCL_BUFFSIZE",
+            "PYTORCH_CUDA_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING",
+            "NCCL_NVLS_ENABLE", "OMP_NUM_THREADS", "PHYX_BACKEND", "PHYX_POLICY", "PHYX_CUDA_TRITON")
+
+
+def host_settings() -> dict:
+    return {k: os.environ.get(k) for k in HOST_ENV}
+
+
+def machine_meta(note: str | None = None) -> dict:
+    import phyx
+
+    b = phyx.get_backend()
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "backend": b.name,
+        "emulated": b.emulated,
+        "policy": phyx.get_policy(),
+        "device": (b.describe_devices() or ["?"])[0],
+        "device_count": len(b.describe_devices()),
+        "versions": {"python": platform.python_version(), **b.versions()},
+        "precision_flags": b.precision_flags(),
+        "kernels": phyx.ops.chosen_kernels(),
+        "host": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                 "torch_threads": torch.get_num_threads(), "settings": host_settings()},
+    }
+    if hasattr(b, "soc_info"):
+        meta["soc"] = b.soc_info()
+    if note:
+        meta["note"] = note
+    return meta
+
+
+def write_json(obj: dict, path: str) -> None:
+    """Atomic: temp file then os.replace, so a killed run never leaves half a result."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, default=str)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,248 @@
+"""Model-step benchmarks: one DiT forward (and forward + backward, the training path) at real
+sizes with random bf16 weights, through phyx's model and through diffusers' transformer with the
+same config and input shapes in the same run. ms per step, MFU (FLOPs counted by
+torch.utils.flop_counter on one step, over the matmul peak measured in the same run), peak
+device memory. A model whose phyx package is not there yet is recorded as skipped.
+
+Weights are random, drawn independently for each implementation: step time does not depend on
+the values. Numerical agreement of the two implementations is the parity suite's job.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+
+import torch
+
+import phyx
+from phyx.bench.timing import time_call
+
+# name: latent [C, F, H, W], text tokens, what
+WAN_LATENT_480P_81F = (16, 21, 60, 104)      # 480x832, 81 frames -> 21 x 60 x 104 latent
+PREDICT2_LATENT_720P_93F = (16, 24, 88, 160)  # 704x1280, 93 frames -> 24 x 88 x 160 latent
+
+
+def _dev():
+    from phyx.device import torch_device
+
+    return torch_device()
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    """Build modules directly in bf16 on the device: a 14B model never exists in fp32."""
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(_dev()):
+            yield
+    finally:
+        torch.set_default_dtype(prev)
+
+
+def _randomise(model, std=0.02):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and ("norm" in name or name.endswith("weight")):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, std)
+    return model
+
+
+# ------------------------------------------------------------------ model specs
+def _wan(config_name, quick):
+    from phyx.models.wan import get_config
+    from phyx.models.wan.loading import build_empty, config_to_diffusers
+
+    cfg = get_config("tiny-t2v" if quick else config_name)
+    lat = (cfg.in_dim, 3, 8, 8) if quick else WAN_LATENT_480P_81F
+    text = (cfg.text_len, cfg.text_dim)
+
+    def inputs(dtype):
+        dev = _dev()
+        return (torch.randn(1, *lat, device=dev, dtype=dtype), torch.tensor([500.0], device=dev),
+                torch.randn(1, *text, device=dev, dtype=dtype))
+
+    def build_phyx(dtype):
+        m = _randomise(build_empty(cfg, dtype=dtype, device=_dev()))
+        return m, lambda m, x, t, c: m(x, t, c)
+
+    def build_diffusers(dtype):
+        from diffusers import WanTransformer3DModel
+
+        with _default_dtype(dtype):
+            m = _randomise(WanTransformer3DModel(**config_to_diffusers(cfg)))
+        return m, lambda m, x, t, c: m(hidden_states=x, timestep=t, encoder_hidden_states=c,
+                                       return_dict=False)[0]
+
+    tokens = lat[1] * (lat[2] // 2) * (lat[3] // 2)
+    return dict(inputs=inputs, phyx=build_phyx, diffusers=build_diffusers,
+                shape={"latent": list(lat), "text": list(text), "tokens": tokens})
+
+
+def _predict2(preset, quick):
+    from phyx.models.cosmos_predict2 import PRESETS, Predict2DiT, tiny_config
+
+    cfg = tiny_config("text2image") if quick else PRESETS[preset]
+    lat = (cfg.in_channels, 3, 8, 8) if quick else PREDICT2_LATENT_720P_93F
+    text = (8 if quick else 512, cfg.text_embed_dim)
+
+    def inputs(dtype):
+        dev = _dev()
+        return (torch.randn(1, *lat, device=dev, dtype=dtype), torch.tensor([0.5], device=dev),
+                torch.randn(1, *text, device=dev, dtype=dtype))
+
+    def build_phyx(dtype):
+        with _default_dtype(dtype):
+            m = _randomise(Predict2DiT(cfg))
+        return m, lambda m, x, t, c: m(x, t, c, fps=24.0)
+
+    def build_diffusers(dtype):
+        from diffusers import CosmosTransformer3DModel
+
+        d = cfg.to_diffusers_dict()
+        d.pop("_class_name", None)
+        with _default_dtype(dtype):
+            m = _randomise(CosmosTransformer3DModel(**d))
+        # diffusers' pipeline passes a pixel-sized zero padding mask (8x the latent)
+        return m, lambda m, x, t, c: m(hidden_states=x, timestep=t, encoder_hidden_states=c, fps=24,
+                                       padding_mask=x.new_zeros(1, 1, x.shape[-2] * 8, x.shape[-1] * 8),
+                                       return_dict=False)[0]
+
+    tokens = lat[1] * (lat[2] // 2) * (lat[3] // 2)
+    return dict(inputs=inputs, phyx=build_phyx, diffusers=build_diffusers,
+                shape={"latent": list(lat), "text": list(text), "tokens": tokens},
+                note="Video2World adds a condition channel inside the model" if "Video" in preset else "")
+
+
+def _cosmos3(quick):
+    from phyx.models.cosmos3 import NANO, Cosmos3Omni, tiny_config
+
+    cfg = tiny_config() if quick else NANO
+    C = cfg.latent_channel
+    lat = (C, 3, 8, 8) if quick else (C, 24, 44, 80)  # 720p 93 frames through Wan2.2's VAE
+    n_text = 16 if quick else 512
+
+    def inputs(dtype):
+        dev = _dev()
+        return (torch.randint(0, min(1000, cfg.vocab_size), (n_text,), device=dev),
+                torch.randn(*lat, device=dev, dtype=dtype),
+                torch.tensor(0.5, device=dev))
+
+    def build_phyx(dtype):
+        with _default_dtype(dtype):
+            m = _randomise(Cosmos3Omni(cfg))
+        return m, lambda m, ids, vis, t: m(ids, vis, t)["vision"]
+
+    def build_diffusers(dtype):
+        raise NotImplementedError("diffusers' Cosmos3OmniTransformer peer call is not wired into "
+                                  "the bench yet (packed multi-modal inputs)")
+
+    p = cfg.latent_patch_size
+    tokens = lat[1] * (lat[2] // p) * (lat[3] // p)
+    return dict(inputs=inputs, phyx=build_phyx, diffusers=build_diffusers,
+                shape={"latent": list(lat), "text_tokens": n_text, "tokens": tokens + n_text})
+
+
+MODELS = {
+    "wan2.1-1.3b-480p81f": lambda q: _wan("wan2.1-t2v-1.3b", q),
+    "wan2.1-14b-480p81f": lambda q: _wan("wan2.1-t2v-14b", q),
+    "cosmos-predict2-2b-720p93f": lambda q: _predict2("2B-Text2Image", q),
+    "cosmos3-nano-720p": _cosmos3,
+}
+
+
+# ------------------------------------------------------------------ measuring one implementation
+def _count_flops(step) -> float | None:
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as fc:
+            step()
+        return float(fc.get_total_flops())
+    except Exception:  # noqa: BLE001 - MFU is then left out, the time is still recorded
+        return None
+
+
+def _measure(build, inputs, mode, dtype, peak_tflops, iters):
+    dev = phyx.get_backend().device
+    model, call = build(dtype)
+    args = inputs(dtype)
+    if mode == "forward":
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                return call(model, *args)
+    else:
+        model.train()
+
+        def step():
+            out = call(model, *args)
+            out.float().square().mean().backward()
+            for p in model.parameters():
+                p.grad = None
+    rec = {}
+    try:
+        dev.reset_peak_memory_stats()
+        base = dev.memory_allocated()
+        t = time_call(step, warmup=1, iters=iters)
+        rec.update(ms=t["median_ms"], min_ms=t["min_ms"],
+                   peak_mem_mb=(dev.max_memory_allocated() - base) / 2**20 if dev.device_type != "cpu" else None,
+                   weights_mb=sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20)
+        flops = _count_flops(step)
+        if flops:
+            rec["flops"] = flops
+            rec["tflops"] = flops / (rec["ms"] * 1e-3) / 1e12
+            if peak_tflops:
+                rec["mfu"] = rec["tflops"] / peak_tflops
+    finally:
+        del model, args
+        gc.collect()
+        dev.empty_cache()
+    return rec
+
+
+def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, peak_tflops=None,
+               dtype=torch.bfloat16, log=print) -> dict:
+    from phyx.bench.env import machine_meta
+    from phyx.bench.ops import device_peaks
+
+    out = {"kind": "phyx-bench-models", "schema": 1, "meta": machine_meta(), "quick": quick,
+           "models": []}
+    if peak_tflops is None:
+        out["peaks"] = device_peaks(quick, log)
+        peak_tflops = out["peaks"]["matmul_tflops"]
+    out["peak_tflops_for_mfu"] = peak_tflops
+    for name in (models or list(MODELS)):
+        try:
+            spec = MODELS[name](quick)
+        except Exception as e:  # noqa: BLE001 - a model not written yet is recorded, not fatal
+            out["models"].append({"case": name, "skipped": f"{type(e).__name__}: {e}"})
+            log(f"{name}: skipped ({type(e).__name__}: {e})")
+            continue
+        for mode in modes:
+            per_impl = {}
+            for impl in (("phyx", "diffusers") if peer else ("phyx",)):
+                rec = {"case": name, "mode": mode, "impl": impl, "shape": spec["shape"],
+                       "dtype": str(dtype).replace("torch.", "")}
+                try:
+                    rec.update(_measure(spec[impl], spec["inputs"], mode, dtype, peak_tflops,
+                                        iters=2))
+                except torch.OutOfMemoryError as e:
+                    rec["error"] = f"out of memory: {str(e)[:160]}"
+                except Exception as e:  # noqa: BLE001
+                    rec["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                gc.collect()
+                phyx.get_backend().device.empty_cache()
+                per_impl[impl] = rec
+                out["models"].append(rec)
+                log(f"{name} {mode:<7} {impl:<9} " + (
+                    f"{rec['ms']:9.1f} ms  MFU {rec.get('mfu', float('nan')):.1%}  peak "
+                    f"{(rec.get('peak_mem_mb') or 0) / 1024:.1f} GiB" if "ms" in rec else rec["error"]))
+            p, d = per_impl.get("phyx", {}), per_impl.get("diffusers", {})
+            if "ms" in p and "ms" in d:
+                p["speedup_vs_diffusers"] = d["ms"] / p["ms"]
+                log(f"  => {name} {mode}: phyx is {p['speedup_vs_diffusers']:.2f}x diffusers")
+    return out

@@ -1,0 +1,301 @@
+"""CUDA backend on a real GPU: every registered kernel against phyx.ops.reference (run on the
+same GPU in fp32 on upcast inputs), refusals of what a kernel declares it cannot do, the
+Triton fused ops' rounding order, and an NCCL process group of world size 1.
+
+Skipped on machines without a CUDA GPU (CI); run on one with
+    python -m pytest -q tests/test_cuda_backend.py
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# relative L2 error bound per dtype against the fp32 reference of the same inputs
+REL_TOL = {torch.float32: 3e-3, torch.bfloat16: 2e-2, torch.float16: 4e-3}
+ATTN_KERNELS = ["sdpa", "sdpa.cudnn", "sdpa.flash", "sdpa.efficient", "flash_attn2", "flash_attn3"]
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    import phyx
+    from phyx.parity.backends import using_backend
+
+    with using_backend("cuda", "fast") as b:
+        yield b
+    del phyx
+
+
+def _kernel(op, name):
+    from phyx.ops import available_kernels
+
+    for k in available_kernels(op):
+        if k.name == name:
+            return k
+    pytest.skip(f"kernel {name!r} is not registered on this machine")
+
+
+def _rel(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+# ------------------------------------------------------------------ attention cases
+def _case(name, dtype, gen):
+    """(q, k, v, kwargs, feature set used) on the GPU."""
+    dev = "cuda"
+    B, Sq, Skv, N, Nkv, D = 2, 77, 77, 4, 4, 64
+    kw, feats = {}, set()
+    if name == "odd":
+        B, Sq, Skv = 1, 333, 129
+    if name == "gqa":
+        Nkv, feats = 1, {"gqa"}
+    if name == "causal":
+        kw, feats = {"is_causal": True}, {"causal"}
+    if name == "causal_rect":
+        Sq, Skv, kw, feats = 33, 61, {"is_causal": True}, {"causal"}
+    if name == "kv_lens":
+        kw, feats = {"kv_lens": torch.tensor([77, 40], device=dev)}, {"kv_lens"}
+    if name == "kv_lens_zero":
+        kw, feats = {"kv_lens": torch.tensor([0, 31], device=dev)}, {"kv_lens"}
+    if name == "q_lens":
+        kw, feats = {"q_lens": torch.tensor([77, 20], device=dev)}, {"q_lens"}
+    if name == "scale":
+        kw, feats = {"scale": 0.05}, {"scale"}
+    q = torch.randn(B, Sq, N, D, generator=gen, device=dev).to(dtype)
+    k = torch.randn(B, Skv, Nkv, D, generator=gen, device=dev).to(dtype)
+    v = torch.randn(B, Skv, Nkv, D, generator=gen, device=dev).to(dtype)
+    if name == "bool_mask":
+        m = torch.rand(B, 1, Sq, Skv, generator=gen, device=dev) > 0.3
+        m[0, 0, 5] = False  # one fully masked row
+        kw, feats = {"attn_mask": m}, {"bool_mask"}
+    if name == "additive_mask":
+        m = torch.randn(B, N, Sq, Skv, generator=gen, device=dev)
+        m[1, :, 7] = float("-inf")
+        kw, feats = {"attn_mask": m.to(dtype)}, {"additive_mask"}
+    if name == "mask_causal_kv":
+        m = torch.rand(Sq, Skv, generator=gen, device=dev) > 0.2
+        kw = {"attn_mask": m, "is_causal": True, "kv_lens": torch.tensor([60, 77], device=dev)}
+        feats = {"bool_mask", "causal", "kv_lens"}
+    return q, k, v, kw, feats
+
+
+CASES = ["plain", "odd", "gqa", "causal", "causal_rect", "kv_lens", "kv_lens_zero", "q_lens",
+         "scale", "bool_mask", "additive_mask", "mask_causal_kv"]
+
+
+@pytest.mark.parametrize("lse", [False, True], ids=["out", "lse"])
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("kname", ATTN_KERNELS)
+def test_attention_kernel_matches_reference(cuda, kname, dtype_name, lse):
+    from phyx.errors import UnsupportedArgumentError
+    from phyx.ops import reference
+
+    kern = _kernel("attention", kname)
+    dtype = DTYPES[dtype_name]
+    gen = torch.Generator(device="cuda").manual_seed(1234)
+    ran, refused = [], []
+    for case in CASES:
+        q, k, v, kw, feats = _case(case, dtype, gen)
+        if lse:
+            feats = feats | {"lse"}
+        declared = dtype in kern.support.dtypes and feats <= kern.support.features
+        try:
+            got = kern.fn(q, k, v, kw.get("attn_mask"), kw.get("kv_lens"), kw.get("q_lens"),
+                          kw.get("is_causal", False), kw.get("scale"), lse)
+        except UnsupportedArgumentError as e:
+            # a declared-unsupported argument must be refused. Beyond that only two refusals
+            # are allowed, and never by the catch-all 'sdpa': cuDNN refusing inputs torch has
+            # no cuDNN kernel for, and flash kernels refusing top-left causal with Sq != Skv
+            allowed = kname == "sdpa.cudnn" or (case == "causal_rect" and "flash" in kname)
+            assert not declared or allowed, f"{kname} refused {case}: {e}"
+            refused.append(case)
+            continue
+        assert declared, f"{kname} accepted {case} ({dtype_name}) though it declares no support"
+        want = reference.attention(q.double(), k.double(), v.double(), kw.get("attn_mask"),
+                                   kv_lens=kw.get("kv_lens"), q_lens=kw.get("q_lens"),
+                                   is_causal=kw.get("is_causal", False), scale=kw.get("scale"),
+                                   return_lse=lse)
+        out, ref_out = (got[0], want[0]) if lse else (got, want)
+        assert out.shape == ref_out.shape and out.dtype == dtype, (case, out.shape, out.dtype)
+        assert torch.isfinite(out).all(), f"{kname} {case}: non-finite output"
+        err = _rel(out.float(), ref_out)
+        assert err < REL_TOL[dtype], f"{kname} {case} {dtype_name}: rel L2 {err:.2e}"
+        if lse:
+            g, w = got[1].float(), want[1]
+            assert g.shape == w.shape, (case, g.shape, w.shape)
+            fin = torch.isfinite(w)
+            assert torch.equal(torch.isfinite(g), fin), f"{kname} {case}: lse -inf rows differ"
+            assert (g[fin] - w[fin]).abs().max().item() < 2e-2, f"{kname} {case}: lse differs"
+        ran.append(case)
+    if kname == "sdpa":
+        assert not refused, f"'sdpa' must run every case, refused {refused}"
+    if dtype in kern.support.dtypes and kname != "sdpa.cudnn":
+        assert ran, f"{kname} ran no case at all in {dtype_name}"
+    if dtype not in kern.support.dtypes:
+        assert not ran, f"{kname} ran {ran} in {dtype_name}, a dtype it does not declare"
+
+
+@pytest.mark.parametrize("dtype_name", ["bf16", "fp16"])
+def test_cudnn_runs_a_video_model_shape(cuda, dtype_name):
+    """cuDNN refuses many small shapes; at the shapes that matter it must run and agree."""
+    from phyx.ops import reference
+
+    kern = _kernel("attention", "sdpa.cudnn")
+    dt = DTYPES[dtype_name]
+    q, k, v = (torch.randn(1, 1024, 8, 128, device="cuda", dtype=dt) for _ in range(3))
+    got = kern.fn(q, k, v, None, None, None, False, None, False)
+    want = reference.attention(q.double(), k.double(), v.double())
+    assert _rel(got.float(), want) < REL_TOL[dt]
+
+
+def test_flash_kernels_refuse_masks_and_bottom_right_causal(cuda):
+    from phyx.errors import UnsupportedArgumentError
+
+    for name in ("sdpa.flash", "flash_attn2", "flash_attn3"):
+        try:
+            kern = _kernel("attention", name)
+        except pytest.skip.Exception:
+            continue
+        q = torch.randn(1, 16, 2, 64, device="cuda", dtype=torch.bfloat16)
+        m = torch.ones(16, 16, dtype=torch.bool, device="cuda")
+        with pytest.raises(UnsupportedArgumentError, match="mask"):
+            kern.fn(q, q, q, m, None, None, False, None, False)
+        if name != "sdpa.flash":
+            k = torch.randn(1, 24, 2, 64, device="cuda", dtype=torch.bfloat16)
+            with pytest.raises(UnsupportedArgumentError, match="causal"):
+                kern.fn(q, k, k, None, None, None, True, None, False)
+
+
+def test_policy_fast_picks_sdpa_and_lse_works_through_phyx_ops(cuda):
+    import phyx.ops as ops
+
+    assert ops.chosen_kernel("attention").name == "sdpa"
+    q = torch.randn(1, 300, 8, 128, device="cuda", dtype=torch.bfloat16)
+    out, lse = ops.attention(q, q, q, return_lse=True)
+    want, wlse = ops.reference.attention(q.float(), q.float(), q.float(), return_lse=True)
+    assert _rel(out.float(), want) < 2e-2
+    assert (lse - wlse).abs().max().item() < 2e-2
+
+
+def test_wan_sized_attention_phyx_equals_direct_sdpa(cuda):
+    """phyx.ops.attention adds no arithmetic: at a Wan-like shape it is bitwise the SDPA call."""
+    import torch.nn.functional as F
+
+    import phyx.ops as ops
+
+    q, k, v = (torch.randn(1, 4680, 12, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    a = ops.attention(q, k, v)
+    b = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                       v.transpose(1, 2)).transpose(1, 2)
+    assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------ Triton fused ops
+def _triton(op):
+    from phyx_cuda.kernels import triton_available, triton_kernels
+
+    ok, why = triton_available()
+    if not ok:
+        pytest.skip(why)
+    return next(k for k in triton_kernels(all_ops=True) if k.op == op)
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+def test_triton_rms_norm_rounding_order(cuda, dtype_name):
+    from phyx.ops import reference
+
+    kern = _triton("rms_norm")
+    dt = DTYPES[dtype_name]
+    for shape in [(2, 77, 1536), (3, 33, 12, 128), (5, 40)]:
+        x = torch.randn(shape, device="cuda", dtype=dt) * 3
+        w = torch.randn(shape[-1], device="cuda", dtype=dt)
+        for weight in (None, w, w.float()):
+            got, want = kern.fn(x, weight, 1e-6), reference.rms_norm(x, weight, 1e-6)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            # only the sum-of-squares order differs: one rounding step of a bf16/fp16 output;
+            # in fp32 the rstd difference itself spans a few ulps
+            ulp = torch.finfo(want.dtype).eps * want.abs().float().clamp_min(1.0)
+            steps = 8.0 if want.dtype == torch.float32 else 1.01
+            bad = ((got.float() - want.float()).abs() > ulp * steps).float().mean().item()
+            assert bad < 1e-3, f"{shape} {dtype_name}: {bad:.2%} elements beyond 1 ulp"
+
+
+@pytest.mark.parametrize("style", ["adjacent", "half"])
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+def test_triton_rope_is_bitwise_eager(cuda, dtype_name, style):
+    from phyx.ops import reference
+
+    kern = _triton("rope")
+    dt = DTYPES[dtype_name]
+    for B, S, N, D in [(1, 77, 12, 128), (2, 5, 3, 64)]:
+        x = torch.randn(B, S, N, D, device="cuda", dtype=dt)
+        for tshape in [(S, D // 2), (B, S, D // 2)]:
+            ang = torch.rand(tshape, device="cuda") * 100
+            got = kern.fn(x, ang.cos(), ang.sin(), style)
+            want = reference.rope(x, ang.cos(), ang.sin(), style)
+            assert torch.equal(got, want), f"{style} {dtype_name} {tshape}: " \
+                f"max diff {(got.float() - want.float()).abs().max().item()}"
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+def test_triton_modulate_is_bitwise_eager(cuda, dtype_name):
+    from phyx.ops import reference
+
+    kern = _triton("modulate")
+    dt = DTYPES[dtype_name]
+    x = torch.randn(2, 129, 1536, device="cuda", dtype=dt)
+    for shape, sdt in [((2, 1, 1536), dt), ((2, 129, 1536), dt), ((2, 1, 1536), torch.float32),
+                       ((1536,), dt)]:
+        shift = torch.randn(shape, device="cuda", dtype=sdt)
+        scale = torch.randn(shape, device="cuda", dtype=sdt) * 0.1
+        got, want = kern.fn(x, shift, scale), reference.modulate(x, shift, scale)
+        assert got.dtype == want.dtype and torch.equal(got, want), (shape, sdt)
+
+
+def test_triton_ops_keep_autograd(cuda):
+    """Forward-only kernels must not cut the graph: under autograd they run eager."""
+    from phyx.ops import reference
+
+    kern = _triton("rms_norm")
+    x = torch.randn(4, 256, device="cuda", requires_grad=True)
+    w = torch.randn(256, device="cuda", requires_grad=True)
+    kern.fn(x, w, 1e-6).sum().backward()
+    gx, gw = x.grad.clone(), w.grad.clone()
+    x.grad = w.grad = None
+    reference.rms_norm(x, w, 1e-6).sum().backward()
+    assert torch.allclose(gx, x.grad) and torch.allclose(gw, w.grad)
+
+
+# ------------------------------------------------------------------ NCCL
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_nccl_world_size_one(cuda, monkeypatch):
+    import torch.distributed as dist
+
+    from phyx import comm
+
+    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(k, v)
+    assert cuda.dist_backend == "nccl"
+    rank, world, local = comm.init_distributed(timeout_s=60)
+    try:
+        assert (rank, world, local) == (0, 1, 0)
+        assert dist.get_backend() == "nccl"
+        t = torch.arange(8.0, device="cuda")
+        dist.all_reduce(t)  # a real NCCL launch, not the size-1 shortcut of phyx.comm
+        torch.cuda.synchronize()
+        assert torch.equal(t, torch.arange(8.0, device="cuda"))
+        assert os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING") == "1"
+    finally:
+        comm.destroy()
