@@ -69,7 +69,7 @@ def set_backend(name: str, policy: str | None = None, *, _reason: str | None = N
     policy = policy or _dispatch.get_policy()
     if policy not in POLICIES:
         raise ValueError(f"unknown kernel policy {policy!r}; choose one of {POLICIES}")
-    backend.set_reduced_precision_matmul(policy != "reference")
+    _apply_precision(backend, policy)
     _dispatch.rebuild(backend, policy)
     _active["backend"] = backend
     _active["reason"] = _reason or f"set explicitly: phyx.set_backend({name!r})"
@@ -78,8 +78,18 @@ def set_backend(name: str, policy: str | None = None, *, _reason: str | None = N
 
 def set_policy(policy: str) -> None:
     backend = get_backend()
-    backend.set_reduced_precision_matmul(policy != "reference")
     _dispatch.rebuild(backend, policy)
+    _apply_precision(backend, policy)
+
+
+def _apply_precision(backend: Backend, policy: str) -> None:
+    """'reference' switches TF32 / HF32 off. 'fast' leaves the vendor's precision flags as they
+    are (it selects kernels, it does not silently lower fp32 matmul precision); turn them on
+    explicitly with backend.set_reduced_precision_matmul(True) or env PHYX_ALLOW_TF32=1."""
+    if policy == "reference":
+        backend.set_reduced_precision_matmul(False)
+    elif os.environ.get("PHYX_ALLOW_TF32") == "1":
+        backend.set_reduced_precision_matmul(True)
 
 
 def get_policy() -> str:

@@ -15,7 +15,6 @@ _FLOATS = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.float64
 def sdpa_attention(q, k, v, attn_mask, kv_lens, q_lens, is_causal, scale, return_lse):
     """torch SDPA in B S N D. kv_lens are honoured by slicing K/V per batch element (no dense
     mask); features SDPA lacks (lse, q_lens) are refused, not dropped."""
-    from phyx.backend.base import OpSupport as _S  # noqa: F401  (doc pointer)
     if return_lse:
         SDPA_SUPPORT.require("torch.sdpa", "lse")
     if q_lens is not None:
