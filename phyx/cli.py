@@ -79,7 +79,7 @@ def _register_optional(sub) -> None:
     import importlib
 
     for mod in ("phyx.parity.cli", "phyx.pipelines.cli", "phyx.porting.cli", "phyx.bench_cli",
-                "phyx.convert"):
+                "phyx.convert", "phyx.parallel.cli"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

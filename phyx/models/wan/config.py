@@ -88,13 +88,13 @@ CONFIGS: dict[str, WanConfig] = {
     "tiny-t2v": WanConfig("t2v", dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32,
                           freq_dim=32, text_len=16, in_dim=4, out_dim=4),
     "tiny-i2v": WanConfig("i2v", dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32,
-                          freq_dim=32, text_len=16, in_dim=8, out_dim=4),
+                          freq_dim=32, text_len=16, in_dim=12, out_dim=4),
     "tiny-i2v-clip": WanConfig("i2v", dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32,
-                               freq_dim=32, text_len=16, in_dim=8, out_dim=4, image_dim=24),
+                               freq_dim=32, text_len=16, in_dim=12, out_dim=4, image_dim=24),
     "tiny-ti2v": WanConfig("ti2v", dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32,
                            freq_dim=32, text_len=16, in_dim=6, out_dim=6),
     "tiny-lingbot": WanConfig("i2v", dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32,
-                              freq_dim=32, text_len=16, in_dim=8, out_dim=4, camera_channels=6),
+                              freq_dim=32, text_len=16, in_dim=12, out_dim=4, camera_channels=6),
 }
 
 # Expert switch points (fraction of num_train_timesteps); the high-noise expert runs at t >= boundary.

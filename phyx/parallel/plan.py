@@ -1,0 +1,109 @@
+"""Communication plan of a layout, from the shapes alone: bytes each rank sends per DiT layer
+(and per denoising step) in each parallel mode, and the HCCL buffer memory the mesh costs.
+
+Counting rules (bytes *sent* by one rank; ring algorithms, the usual lower bound):
+- TP all-reduce of n bytes: 2 (t-1)/t n (reduce-scatter + all-gather). Per layer: self-attn out,
+  cross-attn out, FFN out (activations [B, S/sp, C]) plus the QK-norm sums of squares
+  ([B, S/sp, 1] fp32 for q and k).
+- Ulysses all-to-all of a local tensor of n bytes: (s-1)/s n. Per layer: q, k, v and the output
+  ([B, S/s, heads/t, D]); KV heads that do not divide by sp are repeated to the query count.
+- CFG: one all-gather of the prediction per step: (c-1) x [B, S, C_out]; SP's final gather of the
+  output per step: (s-1)/s x [B, S, C_out].
+- HCCL: every communicator takes 2 x HCCL_BUFFSIZE of device memory (send + receive, CANN docs);
+  a rank belongs to the world group plus one group per mesh axis of size > 1.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+from phyx.parallel.state import AXES, ParallelConfig
+
+
+@dataclass(frozen=True)
+class DiTShape:
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    layers: int
+    seq_len: int
+    text_len: int = 512
+    out_channels: int = 64      # prediction channels per token (patch volume x latent channels)
+    batch: int = 1
+    dtype_bytes: int = 2        # bf16
+
+
+# Transformer shapes of the models phyx targets (tokens: 81 frames, 480p / 720p after patchify).
+PRESETS = {
+    "wan2.1-1.3b-480p": DiTShape(1536, 12, 12, 128, 8960, 30, 32760, out_channels=64),
+    "wan2.2-a14b-720p": DiTShape(5120, 40, 40, 128, 13824, 40, 75600, out_channels=64),
+    "cosmos-predict2-2b-720p": DiTShape(2048, 16, 16, 128, 8192, 28, 24 * 44 * 80, out_channels=64),
+}
+
+
+def comm_volume(shape: DiTShape, config: ParallelConfig) -> dict:
+    """Bytes sent per rank, per layer and per step, for each mode of `config`."""
+    b, s_len, t, sp, c = shape.dtype_bytes, shape.seq_len, config.tp, config.sp, config.cfg
+    s_local = -(-s_len // sp)
+    per_layer: dict[str, float] = {}
+    if t > 1:
+        act = shape.batch * s_local * shape.hidden * b
+        norm = shape.batch * s_local * 4 * 2
+        per_layer["tp_all_reduce"] = 2 * (t - 1) / t * (3 * act + norm)
+    if sp > 1:
+        hq = shape.heads // t
+        hkv = shape.kv_heads // t
+        if hkv % sp:
+            hkv = hq
+        one = shape.batch * s_local * shape.head_dim * b
+        per_layer["sp_all_to_all"] = (sp - 1) / sp * one * (2 * hq + 2 * hkv)
+    per_step: dict[str, float] = {}
+    pred = shape.batch * s_len * shape.out_channels * b
+    if c > 1:
+        per_step["cfg_all_gather"] = (c - 1) * pred
+    if sp > 1:
+        per_step["sp_gather_output"] = (sp - 1) / sp * pred
+    layer_total = sum(per_layer.values())
+    return {"per_layer": per_layer, "per_layer_total": layer_total,
+            "per_step": per_step,
+            "per_step_total": layer_total * shape.layers + sum(per_step.values())}
+
+
+def hccl_buffer_cost(config: ParallelConfig, buffsize_mb: float | None = None,
+                     extra_groups: int = 0) -> dict:
+    """Device memory the layout's communicators take under HCCL (per rank)."""
+    if buffsize_mb is None:
+        buffsize_mb = float(os.environ.get("HCCL_BUFFSIZE", 200))
+    axes = [a for a in AXES if getattr(config, a) > 1]
+    groups = (1 if config.world_size > 1 else 0) + len(axes) + extra_groups
+    return {"groups_per_rank": groups, "groups": (["world"] if groups else []) + axes,
+            "hccl_buffsize_mb": buffsize_mb, "mb_per_rank": groups * 2 * buffsize_mb}
+
+
+def plan(shape: DiTShape, config: ParallelConfig, buffsize_mb: float | None = None) -> dict:
+    config.check_heads(shape.heads, shape.kv_heads)
+    return {"config": asdict(config), "shape": asdict(shape),
+            "volume_bytes": comm_volume(shape, config), "hccl": hccl_buffer_cost(config, buffsize_mb)}
+
+
+def _mb(x: float) -> str:
+    return f"{x / 2**20:10.2f} MiB"
+
+
+def format_plan(p: dict) -> str:
+    c, v, h = p["config"], p["volume_bytes"], p["hccl"]
+    lines = [f"layout cfg={c['cfg']} sp={c['sp']} tp={c['tp']} (world {c['cfg'] * c['sp'] * c['tp']});"
+             f" shape {p['shape']}",
+             "bytes sent per rank per layer:"]
+    for k, x in v["per_layer"].items():
+        lines.append(f"  {k:<18}{_mb(x)}")
+    lines.append(f"  {'total':<18}{_mb(v['per_layer_total'])}")
+    lines.append("bytes sent per rank per step (all layers + once-per-step collectives):")
+    for k, x in v["per_step"].items():
+        lines.append(f"  {k:<18}{_mb(x)}")
+    lines.append(f"  {'total':<18}{_mb(v['per_step_total'])}")
+    lines.append(f"HCCL buffers: {h['groups_per_rank']} communicators per rank ({', '.join(h['groups']) or 'none'})"
+                 f" x 2 x HCCL_BUFFSIZE {h['hccl_buffsize_mb']:.0f} MB = {h['mb_per_rank']:.0f} MB per rank")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Test helpers shared across phyx's test suites (multi-process rank pools)."""
