@@ -19,20 +19,26 @@ def attention(q, k, v, attn_mask=None, *, kv_lens=None, q_lens=None, is_causal=F
               scale=None, return_lse=False):
     """softmax(scale * q k^T + mask) v in layout B S N D. Returns out [B, Sq, Nq, Dv]
     (and lse [B, Nq, Sq] float32 with return_lse)."""
-    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise LayoutError(
-            f"attention expects q, k, v in layout [B, S, N, D]; got q{tuple(q.shape)} "
-            f"k{tuple(k.shape)} v{tuple(v.shape)}. If yours are [B, N, S, D], transpose(1, 2) first.")
-    if q.shape[0] != k.shape[0] or k.shape[:3] != v.shape[:3] or q.shape[3] != k.shape[3]:
-        raise LayoutError(f"attention shape mismatch: q{tuple(q.shape)} k{tuple(k.shape)} "
-                          f"v{tuple(v.shape)} (need same B, k/v same S and N, q/k same D)")
-    if q.shape[2] % k.shape[2]:
-        raise LayoutError(f"GQA needs query heads ({q.shape[2]}) to be a multiple of KV heads "
-                          f"({k.shape[2]})")
+    qs, ks, vs = q.shape, k.shape, v.shape
+    # One combined test on the hot path; the detailed message is built only on failure.
+    if (len(qs) != 4 or len(ks) != 4 or len(vs) != 4 or qs[0] != ks[0] or ks[:3] != vs[:3]
+            or qs[3] != ks[3] or qs[2] % ks[2]):
+        _raise_attention_layout(qs, ks, vs)
     if attn_mask is not None and attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
         raise LayoutError(f"attn_mask must be bool (True = attend) or an additive float mask, "
                           f"got {attn_mask.dtype}")
     return _K.attention(q, k, v, attn_mask, kv_lens, q_lens, is_causal, scale, return_lse)
+
+
+def _raise_attention_layout(qs, ks, vs):
+    if len(qs) != 4 or len(ks) != 4 or len(vs) != 4:
+        raise LayoutError(
+            f"attention expects q, k, v in layout [B, S, N, D]; got q{tuple(qs)} "
+            f"k{tuple(ks)} v{tuple(vs)}. If yours are [B, N, S, D], transpose(1, 2) first.")
+    if qs[0] != ks[0] or ks[:3] != vs[:3] or qs[3] != ks[3]:
+        raise LayoutError(f"attention shape mismatch: q{tuple(qs)} k{tuple(ks)} v{tuple(vs)} "
+                          f"(need same B, k/v same S and N, q/k same D)")
+    raise LayoutError(f"GQA needs query heads ({qs[2]}) to be a multiple of KV heads ({ks[2]})")
 
 
 def rms_norm(x, weight=None, eps=1e-6):
