@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -16,6 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from phyx.atomic import atomic_path, write_text_atomic
 from phyx.errors import CheckpointError
 from phyx.sharding import ShardSpec, spec_of
 
@@ -202,36 +202,11 @@ def load_state(module: torch.nn.Module, reader: CheckpointReader,
     return {"missing": missing, "unexpected": unexpected, "ignored": ignored}
 
 
-def atomic_path(final: Path):
-    """A temp file in the same directory; os.replace() it onto `final` when complete."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
                             metadata: dict[str, str] | None = None) -> None:
-    path = Path(path)
-    tmp = atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
                   metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_sharded(tensors: dict[str, torch.Tensor], directory: str | os.PathLike,

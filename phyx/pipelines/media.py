@@ -3,29 +3,13 @@ standard library's wave module, 16-bit PCM). Every file is written to a temporar
 target directory and moved into place with os.replace, so a reader never sees half a file."""
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import wave
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path next to `path` (same suffix); move it into place on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+from phyx.atomic import atomic_path
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
