@@ -9,9 +9,20 @@ a fixed strided sample of each tensor (for large runs). Records are named by mod
 '#k' for the k-th call of a module called more than once; per-op records are named
 '<module>/op:<op>#k' and wrap phyx.ops' kernel table, so they see every phyx.ops call.
 
+Methods and host functions that are not a module's forward can be captured too:
+- a layer pattern 'path:method' (e.g. 'layers.*.self_attn:gen') wraps that method of every
+  matching module (records named 'layers.0.self_attn:gen', kind 'method');
+- functions={'rope_tables': 'phyx.ops.rope_tables:to_cos_sin'} wraps a module-level function for
+  the duration of the capture (records named by the label, kind 'fn'). Use it for host-side
+  builders (RoPE tables, time embeddings) that a model calls inline: a table built wrongly is
+  then located at the builder, not at the first block that consumes it. Function probes see only
+  calls made through the module attribute (`rope_tables.to_cos_sin(...)`), not `from .. import`ed
+  names; their tensor inputs stay on the host at replay.
+
 SP / TP: pass `merge(layer, key, tensor) -> tensor` to turn a rank's shard into the full tensor
 (it runs on every rank in the same order, so it may use collectives such as phyx.parallel's
-sp_gather or phyx.comm.all_gather); `split(layer, key, full) -> shard` is its inverse for replay.
+sp_gather or phyx.comm.all_gather); see phyx.parity.parallel for the TP / SP merges. Parallel
+captures are compared with single-device ones layer by layer without replay.
 """
 from __future__ import annotations
 
@@ -49,21 +60,26 @@ def pack(obj: Any, tensors: dict, key: str) -> Any:
     return {"opaque": repr(obj)[:200]}
 
 
-def unpack(struct: Any, tensors: dict, convert: Callable | None = None) -> Any:
+def unpack(struct: Any, tensors: dict, convert: Callable | None = None, device=None,
+           float_dtype: torch.dtype | None = None) -> Any:
+    """Rebuild a packed structure. `device`: replaces recorded device arguments (a replay runs on
+    this backend's device); `float_dtype`: replaces recorded floating dtype arguments (the float64
+    oracle replay)."""
     if "t" in struct:
         t = tensors[struct["t"]]
         return convert(t) if convert else t
     if "seq" in struct:
-        vals = [unpack(v, tensors, convert) for v in struct["seq"]]
+        vals = [unpack(v, tensors, convert, device, float_dtype) for v in struct["seq"]]
         return tuple(vals) if struct.get("tuple") else vals
     if "map" in struct:
-        return {k: unpack(v, tensors, convert) for k, v in struct["map"].items()}
+        return {k: unpack(v, tensors, convert, device, float_dtype) for k, v in struct["map"].items()}
     if "v" in struct:
         return struct["v"]
     if "dtype" in struct:
-        return getattr(torch, struct["dtype"])
+        dt = getattr(torch, struct["dtype"])
+        return float_dtype if float_dtype is not None and dt.is_floating_point else dt
     if "device" in struct:
-        return torch.device(struct["device"])
+        return torch.device(device if device is not None else struct["device"])
     raise NotReplayable(f"argument {struct.get('opaque')} cannot be rebuilt for replay")
 
 
@@ -122,20 +138,30 @@ def _is_container(m: nn.Module) -> bool:
 
 class Capture:
     def __init__(self, model: nn.Module, layers=None, mode: str = "full", per_op: bool = False,
-                 merge: Callable | None = None, enabled: bool = True):
+                 merge: Callable | None = None, enabled: bool = True,
+                 functions: dict[str, str] | None = None):
         if mode not in ("full", "stats"):
             raise ValueError(f"capture mode must be 'full' or 'stats', got {mode!r}")
         self.model, self.mode, self.per_op, self.merge = model, mode, per_op, merge
         self.enabled = enabled
+        self.methods: dict[str, tuple[nn.Module, str]] = {}
         if layers is None:
             self.selected = {n: m for n, m in model.named_modules() if n and not _is_container(m)}
         elif callable(layers):
             self.selected = {n: m for n, m in model.named_modules() if n and layers(n, m)}
         else:
-            self.selected = {n: m for n, m in model.named_modules() if n and _match(n, list(layers))}
-            if not self.selected:
+            mods = [p for p in layers if ":" not in p]
+            meths = [p.split(":", 1) for p in layers if ":" in p]
+            self.selected = {n: m for n, m in model.named_modules() if n and _match(n, mods)}
+            for path, meth in meths:
+                for n, m in model.named_modules():
+                    if (_match(n, [path]) if path else n == "") and callable(getattr(m, meth, None)):
+                        self.methods[f"{n}:{meth}"] = (m, meth)
+            if not self.selected and not self.methods:
                 raise ValueError(f"no module matches {list(layers)}; modules are "
                                  f"{[n for n, _ in model.named_modules() if n][:30]}")
+        self.functions = dict(functions or {})
+        self._fn_orig: dict = {}
         self.records: list[Record] = []
         self._handles: list = []
         self._stack: list[tuple[str, Any]] = []
@@ -147,6 +173,13 @@ class Capture:
         for name, mod in self.selected.items():
             self._handles.append(mod.register_forward_pre_hook(self._pre(name), with_kwargs=True))
             self._handles.append(mod.register_forward_hook(self._post(name), with_kwargs=True))
+        for name, (mod, meth) in self.methods.items():
+            setattr(mod, meth, self._wrap_call(name, name, "method", getattr(mod, meth)))
+        for label, where in self.functions.items():
+            owner, attr = _resolve_function(where)
+            orig = getattr(owner, attr)
+            self._fn_orig[label] = (owner, attr, orig)
+            setattr(owner, attr, self._wrap_call(label, f"fn:{where}", "fn", orig))
         if self.per_op:
             self._wrap_ops()
         return self
@@ -155,8 +188,31 @@ class Capture:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        for mod, meth in self.methods.values():
+            if meth in mod.__dict__:
+                delattr(mod, meth)  # the instance attribute shadowed the class's method
+        for owner, attr, orig in self._fn_orig.values():
+            setattr(owner, attr, orig)
+        self._fn_orig.clear()
         self._unwrap_ops()
         return False
+
+    def _wrap_call(self, base: str, target: str, kind: str, orig: Callable) -> Callable:
+        """A method or function probe: records inputs and outputs like a module hook."""
+        def wrapped(*args, **kwargs):
+            if not self.enabled:
+                return orig(*args, **kwargs)
+            rec = Record(-1, self._unique(base), target, kind)
+            self._pack_inputs(rec, base, args, kwargs)
+            self._stack.append((base, rec))
+            try:
+                out = orig(*args, **kwargs)
+            finally:
+                self._stack.pop()
+            self._finish(rec, base, out)
+            return out
+        wrapped.__wrapped__ = orig
+        return wrapped
 
     # -- helpers --
     def _unique(self, base: str) -> str:
@@ -235,3 +291,30 @@ class Capture:
         for op, orig in self._op_orig.items():
             setattr(_dispatch.K, op, orig)
         self._op_orig.clear()
+
+
+def _resolve_function(where: str):
+    """'package.module:attr' -> (module object, attr)."""
+    import importlib
+
+    mod, sep, attr = where.partition(":")
+    if not sep or not attr:
+        raise ValueError(f"function probe {where!r} must be 'package.module:function'")
+    owner = importlib.import_module(mod)
+    if not callable(getattr(owner, attr, None)):
+        raise ValueError(f"function probe {where!r}: {mod} has no function {attr!r}")
+    return owner, attr
+
+
+def call_recorded(model: nn.Module, layer: dict, args, kwargs):
+    """Call what a record captured (module, method or function) again with the given inputs."""
+    kind, target = layer["kind"], layer["target"]
+    if kind == "module":
+        return model.get_submodule(target)(*args, **kwargs)
+    if kind == "method":
+        path, _, meth = target.rpartition(":")
+        return getattr(model.get_submodule(path) if path else model, meth)(*args, **kwargs)
+    if kind == "fn":
+        owner, attr = _resolve_function(target[3:])
+        return getattr(owner, attr)(*args, **kwargs)
+    raise NotReplayable(f"record kind {kind!r} cannot be called")

@@ -24,7 +24,7 @@ def _cmd_ops(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("parity", help="cross-backend parity: ops, record, compare")
+    p = sub.add_parser("parity", help="cross-backend parity: ops, record, compare, loss")
     ps = p.add_subparsers(dest="parity_cmd", required=True)
     po = ps.add_parser("ops", help="every op on every available backend vs a float64 CPU oracle")
     po.add_argument("--backends", default=None,
@@ -100,10 +100,60 @@ def _cmd_compare(args) -> int:
     return 1 if rep.failed else 0
 
 
+def _cmd_loss(args) -> int:
+    from phyx.parity.backends import resolve_backends
+    from phyx.parity.determinism import set_determinism
+    from phyx.parity.loss import run_spec_loss_parity
+    from phyx.parity.model import get_model_spec
+
+    requested = _split(args.backends)
+    usable, skipped = resolve_backends(requested)
+    if skipped:
+        raise SystemExit("phyx parity loss: unavailable backend(s): "
+                         + "; ".join(f"{n}: {why}" for n, why in skipped.items()))
+    if len(usable) < 2:
+        raise SystemExit("phyx parity loss: give at least two backends, e.g. --backends cpu,npu-emulated")
+    set_determinism()
+    spec = get_model_spec(args.model, None, args.seed)
+    curves, results = run_spec_loss_parity(spec, usable, steps=args.steps, dtype=args.dtype,
+                                           window=args.window, lr=args.lr, policy=args.policy)
+    for r in results:
+        print(r.text())
+    print("steps: " + "  ".join(f"{c.label}: " + ", ".join(f"{x:.6f}" for x in c.loss) for c in curves))
+    if args.report:
+        from phyx.parity.report import write_loss_report
+
+        print(f"report: {write_loss_report(spec.name, curves, results, args.report)}")
+    return 1 if any(r.failed for r in results) else 0
+
+
+def _model_help() -> str:
+    try:
+        from phyx.parity.model import registered_models
+
+        return "registered model (" + ", ".join(registered_models()) + ") or 'module:factory'"
+    except Exception as e:  # never break the CLI's help over one model package
+        return f"registered model or 'module:factory' (model list unavailable: {e})"
+
+
 def _register_model_cmds(ps) -> None:
+    pl = ps.add_parser("loss", help="loss parity: a short training run per backend, curves compared "
+                                    "by windowed mean relative error (<= 1%%), step-0 gradients")
+    pl.add_argument("--model", required=True,
+                    help="a model with a training loss: tiny-wan-t2v / -i2v / -ti2v, tiny-lingbot, "
+                         "tiny-cosmos-predict2-t2i / -v2w")
+    pl.add_argument("--backends", default="cpu,npu-emulated", help="comma list; the first is the baseline")
+    pl.add_argument("--steps", type=int, default=8)
+    pl.add_argument("--window", type=int, default=4)
+    pl.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    pl.add_argument("--lr", type=float, default=1e-3)
+    pl.add_argument("--policy", default="fast", choices=["reference", "fast"])
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--report", default=None, help="write loss / grad-norm PNGs, markdown, HTML and JSON here")
+    pl.set_defaults(func=_cmd_loss)
     pr = ps.add_parser("record", help="record a model run (per-layer tensors + manifest) to a "
                                       "portable artifact directory")
-    pr.add_argument("--model", default="tiny-dit", help="registered model or 'module:factory'")
+    pr.add_argument("--model", default="tiny-dit", help=_model_help())
     pr.add_argument("--config", default=None, help="JSON overrides of the model config")
     pr.add_argument("--backend", default=None)
     pr.add_argument("--policy", default="fast", choices=["reference", "fast"],
@@ -127,6 +177,6 @@ def _register_model_cmds(ps) -> None:
     pc.add_argument("--backend", default=None)
     pc.add_argument("--policy", default="fast", choices=["reference", "fast"])
     pc.add_argument("--force", action="store_true", help="compare even if not comparable")
-    pc.add_argument("--report", default=None, help="write a markdown report + PNG plots here")
+    pc.add_argument("--report", default=None, help="write markdown + HTML reports and PNG plots here")
     pc.add_argument("--json", default=None)
     pc.set_defaults(func=_cmd_compare)

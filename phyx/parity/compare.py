@@ -16,7 +16,7 @@ import torch
 
 from phyx.parity import metrics as M
 from phyx.parity.artifact import NotComparableError, RunData
-from phyx.parity.capture import NotReplayable, flatten_outputs, unpack
+from phyx.parity.capture import NotReplayable, call_recorded, flatten_outputs, unpack
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
@@ -36,6 +36,9 @@ def replay(model: torch.nn.Module, source: RunData, device, cast: torch.dtype | 
             t = t.to(cast)
         return t.to(device)
 
+    def conv_host(t):
+        return t.to(cast) if cast is not None and t.is_floating_point() else t
+
     outs, errors = {}, {}
     with torch.no_grad():
         for L in source.layers:
@@ -46,12 +49,15 @@ def replay(model: torch.nn.Module, source: RunData, device, cast: torch.dtype | 
                 errors[L["name"]] = "inputs not recorded (stats mode)"
                 continue
             try:
-                args = unpack(L["inputs"]["args"], tensors, conv)
-                kwargs = unpack(L["inputs"]["kwargs"], tensors, conv)
+                # host-side function probes (RoPE / time-embedding builders) keep their tensor
+                # inputs on the host; device arguments always become this backend's device
+                cv = conv_host if L["kind"] == "fn" else conv
+                args = unpack(L["inputs"]["args"], tensors, cv, device, cast)
+                kwargs = unpack(L["inputs"]["kwargs"], tensors, cv, device, cast)
                 if L["kind"] == "op":
                     result = getattr(_dispatch.K, L["target"][3:])(*args)
                 else:
-                    result = model.get_submodule(L["target"])(*args, **kwargs)
+                    result = call_recorded(model, L, args, kwargs)
             except NotReplayable as e:
                 errors[L["name"]] = str(e)
                 continue
@@ -103,10 +109,20 @@ class CompareReport:
     def failed(self) -> bool:
         return self.verdict == M.FAIL
 
+    @property
+    def emulated(self) -> bool:
+        return bool(self.a.get("emulated") or self.b.get("emulated"))
+
+    @property
+    def npu_result(self) -> bool:
+        """True only when a real NPU run took part; an emulated side is never an NPU result."""
+        return any(str(s.get("backend") or "").startswith("npu") and not s.get("emulated")
+                   for s in (self.a, self.b))
+
     def to_dict(self) -> dict:
         from dataclasses import asdict
 
-        return asdict(self)
+        return {**asdict(self), "emulated": self.emulated, "npu_result": self.npu_result}
 
 
 def comparability_problems(a: RunData, b: RunData) -> list[str]:
@@ -240,7 +256,9 @@ def compare_runs(a: RunData, b: RunData, *, oracle: dict | None = None,
 
 
 def format_compare(rep: CompareReport, max_rows: int | None = None) -> str:
-    lines = [f"A: {rep.a['label']}  ({rep.a.get('path') or 'live'})",
+    lines = ([f"EMULATED: {', '.join(s['label'] for s in (rep.a, rep.b) if s.get('emulated'))} "
+              f"proves the NPU translation on the CPU; not an NPU result"] if rep.emulated else [])
+    lines += [f"A: {rep.a['label']}  ({rep.a.get('path') or 'live'})",
              f"B: {rep.b['label']}  ({rep.b.get('path') or 'live'})",
              f"dtype {rep.dtype}; per-layer error = "
              + ("B replayed on A's inputs vs A (local)" if any(r.local for r in rep.rows)

@@ -50,10 +50,15 @@ def mse_loss(model, batch: dict, device, dtype, forward: Callable) -> torch.Tens
 
 def train(build: Callable, inputs: dict, forward: Callable, backend: str, *, steps: int = 8,
           dtype=torch.float32, lr: float = 1e-3, seed: int = 0, policy: str = "reference",
-          make_batch: Callable = flow_matching_batch, loss_fn: Callable = mse_loss) -> TrainCurve:
+          make_batch: Callable = flow_matching_batch, loss_fn: Callable = mse_loss,
+          prepare: Callable | None = None) -> TrainCurve:
+    """AdamW for `steps` steps on `backend`. prepare(model, device, dtype) places the model
+    (default .to(device, dtype)); every random draw happens in make_batch on the CPU."""
     with using_backend(backend, policy) as b:
         dev = b.torch_device(0) if b.device_type != "cpu" else torch.device("cpu")
-        model = build().to(device=dev, dtype=dtype).train()
+        model = build()
+        model = (prepare(model, dev, dtype) if prepare is not None
+                 else model.to(device=dev, dtype=dtype)).train()
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         curve = TrainCurve(b.name, b.emulated, str(dtype).replace("torch.", ""))
         for step in range(steps):
@@ -96,6 +101,19 @@ class LossParity:
     def failed(self) -> bool:
         return self.verdict == M.FAIL
 
+    @property
+    def npu_result(self) -> bool:
+        """True only when a real NPU took part: an emulated run never counts as an NPU result."""
+        return any(c.backend.startswith("npu") and not c.emulated for c in (self.a, self.b))
+
+    def to_dict(self) -> dict:
+        side = lambda c: {"backend": c.backend, "label": c.label, "emulated": c.emulated,  # noqa: E731
+                          "dtype": c.dtype, "loss": c.loss, "grad_norm": c.grad_norm}
+        return {"a": side(self.a), "b": side(self.b), "loss_windows": self.loss_windows,
+                "grad_norm_windows": self.grad_norm_windows, "limit": self.limit,
+                "grads": self.grads, "verdict": self.verdict, "npu_result": self.npu_result,
+                "emulated": self.a.emulated or self.b.emulated}
+
     def text(self) -> str:
         lines = [f"loss parity: {self.b.label} vs {self.a.label} ({self.a.dtype}, "
                  f"{len(self.a.loss)} steps)",
@@ -129,6 +147,31 @@ def compare_training(a: TrainCurve, b: TrainCurve, window: int = 4, limit: float
           and all(g["status"] != M.FAIL for g in grads.values())
           and all(math.isfinite(x) for x in a.loss + b.loss))
     return LossParity(a, b, lw, gw, grads, limit, M.PASS if ok else M.FAIL)
+
+
+def train_spec(spec, backend: str, *, steps: int = 8, dtype=torch.float32, lr: float = 1e-3,
+               policy: str = "fast") -> TrainCurve:
+    """Train a registered model (phyx.parity.zoo) with its own loss (spec.loss) on its fixed
+    training set (spec.train_inputs). policy 'fast': the vendor kernels, forward and backward."""
+    if spec.loss is None:
+        raise ValueError(f"model {spec.name!r} has no training loss for loss parity; models with "
+                         f"one: the tiny Wan / LingBot and Cosmos-Predict2 specs")
+    if isinstance(dtype, str):
+        from phyx.parity.compare import DTYPES
+
+        dtype = DTYPES[dtype]
+    inputs = spec.train_inputs(spec.seed) if spec.train_inputs else spec.make_inputs(spec.seed)
+    return train(spec.build, inputs, spec.forward, backend, steps=steps, dtype=dtype, lr=lr,
+                 seed=spec.seed, policy=policy, make_batch=spec.loss.make_batch,
+                 loss_fn=spec.loss.loss_fn, prepare=spec.prepare)
+
+
+def run_spec_loss_parity(spec, backends: list[str], *, steps: int = 8, dtype="fp32",
+                         window: int = 4, lr: float = 1e-3, policy: str = "fast"
+                         ) -> tuple[list[TrainCurve], list[LossParity]]:
+    """Train `spec` on each backend; compare each against the first. Returns (curves, results)."""
+    curves = [train_spec(spec, b, steps=steps, dtype=dtype, lr=lr, policy=policy) for b in backends]
+    return curves, [compare_training(curves[0], c, window=window) for c in curves[1:]]
 
 
 def run_loss_parity(build: Callable, inputs: dict, forward: Callable, backends: list[str], **kw) -> list[LossParity]:

@@ -28,6 +28,15 @@ from phyx.parity.compare import DTYPES, CompareReport, compare_runs, format_comp
 
 
 @dataclass
+class LossSpec:
+    """How a model trains for loss parity: make_batch(inputs, step, seed) draws everything random
+    on the CPU from (seed, step); loss_fn(model, batch, device, dtype, forward) -> scalar loss."""
+    make_batch: Callable
+    loss_fn: Callable
+    name: str = "loss"
+
+
+@dataclass
 class ModelSpec:
     name: str
     build: Callable[[], torch.nn.Module]
@@ -36,6 +45,17 @@ class ModelSpec:
     config: dict = field(default_factory=dict)
     layers: tuple | None = None          # capture patterns; None = every non-container module
     seed: int = 0
+    functions: dict | None = None        # function probes {label: 'module:function'} (capture.py)
+    # prepare(model, device, dtype) -> model on the device in the run dtype (default .to(...));
+    # models that keep some parameters in fp32 under bf16 (Wan) pass their own.
+    prepare: Callable | None = None
+    loss: LossSpec | None = None
+    train_inputs: Callable[[int], dict] | None = None   # the fixed training set for loss parity
+
+    def place(self, model: torch.nn.Module, device, dtype: torch.dtype) -> torch.nn.Module:
+        if self.prepare is not None:
+            return self.prepare(model, device, dtype)
+        return model.to(device=device, dtype=dtype)
 
 
 _REGISTRY: dict[str, Callable[..., ModelSpec]] = {}
@@ -47,7 +67,20 @@ def register_model(name: str, factory: Callable[..., ModelSpec]) -> None:
     _REGISTRY[name] = factory
 
 
+def registered_models() -> list[str]:
+    _load_zoo()
+    return sorted(_REGISTRY)
+
+
+def _load_zoo() -> None:
+    # the real models (Wan, LingBot, Cosmos-Predict2, Cosmos3) register on first use, so
+    # `import phyx.parity.model` does not import every model package
+    importlib.import_module("phyx.parity.zoo")
+
+
 def get_model_spec(name: str, config: dict | None = None, seed: int = 0) -> ModelSpec:
+    if name not in _REGISTRY:
+        _load_zoo()
     if name in _REGISTRY:
         return _REGISTRY[name](config or {}, seed)
     if ":" in name:  # 'package.module:factory' for models registered outside phyx.parity
@@ -100,9 +133,11 @@ def record_run(spec: ModelSpec, backend: str | None = None, dtype="fp32", *, pol
     def go(b):
         if backend is not None:
             b.set_reduced_precision_matmul(reduced_precision)
-        model = spec.build().to(device=_device(b), dtype=dt).eval()
+        model = spec.place(spec.build(), _device(b), dt).eval()
+        if merge is not None and hasattr(merge, "bind"):
+            merge.bind(model)  # parallel merges read which tensors are shards from the modules
         with torch.no_grad(), Capture(model, layers=spec.layers, mode=mode, per_op=per_op,
-                                      merge=merge) as cap:
+                                      merge=merge, functions=spec.functions) as cap:
             out = spec.forward(model, inputs, _device(b), dt)
         run = A.run_from_capture(
             cap, run={"model": spec.name, "config": spec.config, "seed": spec.seed,
@@ -148,7 +183,7 @@ def measure_noise_floor(spec: ModelSpec, source: A.RunData, backend: str) -> dic
 
     dt = _dtype(source.manifest["run"]["dtype"])
     with using_backend(backend, "reference") as b:
-        model = spec.build().to(device=_device(b), dtype=dt).eval()
+        model = spec.place(spec.build(), _device(b), dt).eval()
         base, _ = replay(model, source, _device(b))
         again, _ = replay(model, source, _device(b))
         fold(base, again)
