@@ -134,5 +134,5 @@ def reference(seed: int, seq_len: int, guidance: float = 5.0, **kw):
 
 
 def rel_l2(a, b) -> float:
-    a, b = a.double(), b.double()
+    a, b = a.detach().cpu().double(), b.detach().cpu().double()  # port-ok: host-side metric
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
