@@ -19,11 +19,15 @@ def attention(q, k, v, attn_mask=None, *, kv_lens=None, q_lens=None, is_causal=F
               scale=None, return_lse=False):
     """softmax(scale * q k^T + mask) v in layout B S N D. Returns out [B, Sq, Nq, Dv]
     (and lse [B, Nq, Sq] float32 with return_lse)."""
-    qs, ks, vs = q.shape, k.shape, v.shape
-    # One combined test on the hot path; the detailed message is built only on failure.
-    if (len(qs) != 4 or len(ks) != 4 or len(vs) != 4 or qs[0] != ks[0] or ks[:3] != vs[:3]
-            or qs[3] != ks[3] or qs[2] % ks[2]):
-        _raise_attention_layout(qs, ks, vs)
+    # Unpacking is the cheapest 4-D check on the hot path; detailed messages only on failure.
+    try:
+        B, _, Nq, D = q.shape
+        Bk, Sk, Nk, Dk = k.shape
+        Bv, Sv, Nv, _ = v.shape
+    except ValueError:
+        _raise_attention_layout(q.shape, k.shape, v.shape)
+    if B != Bk or Bk != Bv or Sk != Sv or Nk != Nv or D != Dk or Nq % Nk:
+        _raise_attention_layout(q.shape, k.shape, v.shape)
     if attn_mask is not None and attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
         raise LayoutError(f"attn_mask must be bool (True = attend) or an additive float mask, "
                           f"got {attn_mask.dtype}")
