@@ -177,6 +177,10 @@ def _measure(build, inputs, mode, dtype, peak_tflops, iters):
                 return call(model, *args)
     else:
         model.train()
+        # Both implementations recompute blocks in backward (activation checkpointing), so the
+        # training step of the big models fits one device; FLOPs then include the recompute.
+        if hasattr(model, "enable_gradient_checkpointing"):
+            model.enable_gradient_checkpointing()
 
         def step():
             out = call(model, *args)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
 from phyx import comm, ops
 from phyx.errors import LayoutError, ParallelConfigError
 from phyx.models.cosmos3.config import Cosmos3Config
@@ -213,7 +214,7 @@ class _SP:
         return cos.chunk(self.st.sp_size)[self.st.sp_rank], sin.chunk(self.st.sp_size)[self.st.sp_rank]
 
 
-class Cosmos3Omni(nn.Module):
+class Cosmos3Omni(CheckpointingMixin, nn.Module):
     def __init__(self, cfg: Cosmos3Config):
         super().__init__()
         self.config = cfg.validate()
@@ -368,7 +369,7 @@ class Cosmos3Omni(nn.Module):
             gen = sp.shard(gen)
             cos, sin = sp.shard_rope(cos, sin)
         for layer, kv in zip(self.layers, text_cache.kv):
-            gen = layer.gen(gen, (cos, sin), kv, sp)
+            gen = run_block(layer.gen, self.gradient_checkpointing, gen, (cos, sin), kv, sp)
         gen = self.norm_moe_gen(gen)
         if sp is not None:
             gen = sp_gather(gen, dim=1, orig_len=G)

@@ -17,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
 from phyx import ops
 from phyx.errors import LayoutError
 from phyx.models.cosmos_predict2.config import Predict2Config
@@ -162,7 +163,7 @@ class FinalLayer(nn.Module):
         self.linear_2 = nn.Linear(lora_dim, 2 * hidden, bias=False)
 
 
-class Predict2DiT(nn.Module):
+class Predict2DiT(CheckpointingMixin, nn.Module):
     def __init__(self, cfg: Predict2Config):
         super().__init__()
         self.config = cfg.validate()
@@ -270,7 +271,8 @@ class Predict2DiT(nn.Module):
         if sp is not None:
             tokens, frame_idx, cos, sin = sp.shard(tokens, frame_idx, cos, sin)
         for blk in self.transformer_blocks:
-            tokens = blk(tokens, emb, temb, frame_idx, (cos, sin), text, mask, sp)
+            tokens = run_block(blk, self.gradient_checkpointing, tokens, emb, temb, frame_idx, (cos, sin),
+                               text, mask, sp)
         shift, scale = (m.index_select(1, frame_idx) for m in self._final_mod(emb, temb))
         out = self.proj_out(ops.modulate(ops.layer_norm(tokens, eps=1e-6), shift, scale))
         if sp is not None:

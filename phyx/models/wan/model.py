@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
 from phyx import ops
 from phyx.errors import LayoutError
 from phyx.models.wan import _parallel as par
@@ -234,7 +235,7 @@ class ImageProjection(nn.Module):
         return self.proj(x)
 
 
-class WanModel(nn.Module):
+class WanModel(CheckpointingMixin, nn.Module):
     """forward(x, t, context, y=None, clip_fea=None, cam=None) -> [B, out_dim, F, H, W] fp32.
 
     x [B, C, F, H, W] noisy latent; y [B, Cy, F, H, W] i2v conditioning concatenated on channels
@@ -372,7 +373,8 @@ class WanModel(nn.Module):
         context, context_img = self.embed_context(context, clip_fea)
 
         for block in self.blocks:
-            tokens = block(tokens, e0, cos, sin, L, context, context_img, cam_tok)
+            tokens = run_block(block, self.gradient_checkpointing, tokens, e0, cos, sin, L, context,
+                               context_img, cam_tok)
         out = self.head(tokens, e)
         if lay.sp_size > 1:
             out = par.sp_gather(out, 1, L, lay.sp_size)
