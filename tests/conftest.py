@@ -14,6 +14,17 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny ops on 2 shared cores: torch's intra-op thread pool only adds contention."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_addoption(parser):
     parser.addoption("--backend", action="store", default=None,
                      help="comma list of phyx backends for backend-parametrised tests "

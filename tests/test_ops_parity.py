@@ -23,17 +23,11 @@ CASES = op_cases() + [c for s in range(3) for c in random_cases(s)]
 _BY_ID = {c.id: c for c in CASES}
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def test_every_op_has_a_case():
     assert {c.op for c in op_cases()} == set(ops.OP_NAMES)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny ops on 2 shared cores: torch's thread pool only adds contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @functools.lru_cache(maxsize=None)

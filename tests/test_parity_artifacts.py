@@ -17,12 +17,7 @@ from phyx.parity.determinism import determinism_flags, set_determinism
 from phyx.parity.model import get_model_spec, record_run
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from phyx.parity.model import (get_model_spec, measure_noise_floor, oracle_outpu
                                run_model_parity)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared cores: torch's thread pool oversubscribes badly under load (100x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -29,19 +29,10 @@ from phyx import comm, ops
 from phyx.errors import LayoutError, ParallelConfigError
 from phyx.models.cosmos3.config import Cosmos3Config
 from phyx.models.cosmos3.positions import SequenceLayout, position_ids
+from phyx.models.layers import RMSWeight
 from phyx.ops import rope_tables
 from phyx.parallel import (ColumnParallelLinear, RowParallelLinear, get_parallel_state, sp_gather,
                            sp_pad_and_shard, ulysses_attention)
-
-
-class RMSWeight(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x):
-        return ops.rms_norm(x, self.weight, self.eps)
 
 
 def _norm_or_identity(on: bool, dim: int, eps: float):

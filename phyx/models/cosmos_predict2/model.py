@@ -21,19 +21,8 @@ from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
 from phyx import ops
 from phyx.errors import LayoutError
 from phyx.models.cosmos_predict2.config import Predict2Config
+from phyx.models.layers import RMSWeight
 from phyx.ops import rope_tables
-
-
-class RMSWeight(nn.Module):
-    """Holds an RMSNorm gain; the norm itself is phyx.ops.rms_norm."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x):
-        return ops.rms_norm(x, self.weight, self.eps)
 
 
 class AdaLNLoRA(nn.Module):
