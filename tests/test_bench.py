@@ -63,3 +63,63 @@ def test_cli_has_bench_commands():
     args = build_parser().parse_args(["bench", "merge", "a.json", "b.json"])
     assert args.files == ["a.json", "b.json"]
     assert phyx.ops  # the CLI imports phyx lazily; the module is importable
+
+
+# ------------------------------------------------------------------ Cosmos3 model-step peer
+def test_cosmos3_quick_models_row_has_the_diffusers_peer():
+    from phyx.bench.models import run_models
+
+    with using_backend("cpu", "fast"):
+        r = run_models(models=["cosmos3-nano-720p"], modes=("forward",), quick=True, peak_tflops=1.0,
+                       log=lambda *_: None)
+    rows = {rec["impl"]: rec for rec in r["models"]}
+    assert set(rows) == {"phyx", "diffusers"}
+    for impl, rec in rows.items():
+        assert "error" not in rec and "flops_error" not in rec, rec
+        assert rec["ms"] > 0 and rec["flops"] > 0, rec
+    # same config and input shapes: the two count (almost) the same FLOPs
+    assert abs(rows["phyx"]["flops"] / rows["diffusers"]["flops"] - 1) < 0.01
+    assert rows["phyx"]["speedup_vs_diffusers"] > 0
+
+
+def test_cosmos3_peer_call_computes_the_same_step():
+    import torch
+
+    from phyx.bench.models import MODELS
+    from tests._cosmos_oracle import rel_l2
+
+    spec = MODELS["cosmos3-nano-720p"](True)
+    with using_backend("cpu", "fast"):
+        ref, ref_call = spec["diffusers"](torch.float32)
+        ours, our_call = spec["phyx"](torch.float32)
+        ours.load_state_dict(ref.state_dict(), strict=True)
+        args = spec["inputs"](torch.float32)
+        with torch.no_grad():
+            want, got = ref_call(ref, *args), our_call(ours, *args)
+    assert got.shape == want.shape == (1, *spec["shape"]["latent"])
+    assert rel_l2(got, want) < 1e-5
+
+
+def test_flop_count_survives_a_torch_without_gqa_sdpa_formulas(monkeypatch):
+    import torch
+    import torch.utils.flop_counter as fcm
+
+    from phyx.bench.models import _count_flops
+
+    def strict(query_shape, key_shape, value_shape):   # older torch: equal head counts asserted
+        b, h, s_q, d = query_shape
+        assert tuple(key_shape[:2]) == (b, h) and tuple(value_shape[:2]) == (b, h)
+        return 4 * b * h * s_q * key_shape[2] * d
+
+    monkeypatch.setattr(fcm, "sdpa_flop_count", strict)
+    q = torch.empty(1, 8, 16, 4, device="meta")
+    k = torch.empty(1, 2, 24, 4, device="meta")        # 4 query heads per KV head
+
+    def step():
+        torch.ops.aten._scaled_dot_product_efficient_attention(q, k, k, None, False)
+
+    with pytest.raises(AssertionError):                 # the stock mapping fails on GQA here
+        with fcm.FlopCounterMode(display=False):
+            step()
+    flops, why = _count_flops(step)
+    assert why is None and flops == 4 * 8 * 16 * 24 * 4

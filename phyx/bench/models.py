@@ -116,6 +116,26 @@ def _predict2(preset, quick):
                 note="Video2World adds a condition channel inside the model" if "Video" in preset else "")
 
 
+def _cosmos3_diffusers_kwargs(cfg, ids, vis, t, fps=24.0) -> dict:
+    """diffusers' packed inputs for phyx's default step: one sample, [text | vision], every
+    vision frame noisy, the pipeline's mRoPE ids (fps-modulated), one timestep per token."""
+    from phyx.models.cosmos3 import SequenceLayout, position_ids
+
+    dev, U = vis.device, int(ids.shape[0])
+    C, T, H, W = vis.shape
+    p = cfg.latent_patch_size
+    grid = (T, -(-H // p), -(-W // p))
+    layout = SequenceLayout(U, grid)
+    n_vis = layout.vision_len
+    vis_idx = torch.arange(U, U + n_vis, device=dev)
+    return dict(input_ids=ids, text_indexes=torch.arange(U, device=dev),
+                position_ids=position_ids(cfg, layout, fps).to(device=dev, dtype=torch.float32),
+                und_len=U, sequence_length=layout.total, vision_tokens=[vis[None]],
+                vision_token_shapes=[grid], vision_sequence_indexes=vis_idx, vision_mse_loss_indexes=vis_idx,
+                vision_timesteps=torch.as_tensor(t, dtype=torch.float32, device=dev).expand(n_vis),
+                vision_noisy_frame_indexes=[torch.arange(T, device=dev)], return_dict=False)
+
+
 def _cosmos3(quick):
     from phyx.models.cosmos3 import NANO, Cosmos3Omni, tiny_config
 
@@ -136,8 +156,14 @@ def _cosmos3(quick):
         return m, lambda m, ids, vis, t: m(ids, vis, t)["vision"]
 
     def build_diffusers(dtype):
-        raise NotImplementedError("diffusers' Cosmos3OmniTransformer peer call is not wired into "
-                                  "the bench yet (packed multi-modal inputs)")
+        from diffusers.models.transformers.transformer_cosmos3 import Cosmos3OmniTransformer
+
+        d = cfg.to_diffusers_dict()
+        d.pop("_class_name", None)
+        with _default_dtype(dtype):
+            m = _randomise(Cosmos3OmniTransformer(**d))
+        # the packed layout is rebuilt every step, as phyx's forward rebuilds its position ids
+        return m, lambda m, ids, vis, t: m(**_cosmos3_diffusers_kwargs(cfg, ids, vis, t))[0][0]
 
     p = cfg.latent_patch_size
     tokens = lat[1] * (lat[2] // p) * (lat[3] // p)
@@ -154,15 +180,53 @@ MODELS = {
 
 
 # ------------------------------------------------------------------ measuring one implementation
-def _count_flops(step) -> float | None:
+def _with_query_heads(query_shape, kv_shape):
+    """K/V shape [B, H_kv, S, D] with the query's head count: GQA costs what the broadcast
+    attention costs (each query head attends over all keys)."""
+    return (*kv_shape[:1], query_shape[1], *kv_shape[2:])
+
+
+def _sdpa_gqa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, _with_query_heads(query_shape, key_shape),
+                           _with_query_heads(query_shape, value_shape))
+
+
+def _sdpa_gqa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                             **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, _with_query_heads(query_shape, key_shape),
+                                    _with_query_heads(query_shape, value_shape))
+
+
+def gqa_flop_mapping() -> dict:
+    """FlopCounterMode formulas for the fused SDPA kernels that accept fewer K/V heads than
+    query heads (Cosmos3: 32 q / 8 kv). Older torch's formulas assert equal head counts, which
+    made the whole count fail on CUDA; the count is the same as for repeated K/V heads."""
+    aten = torch.ops.aten
+    out = {}
+    for name in ("efficient", "flash", "cudnn"):
+        fwd = getattr(aten, f"_scaled_dot_product_{name}_attention", None)
+        bwd = getattr(aten, f"_scaled_dot_product_{name}_attention_backward", None)
+        if fwd is not None:
+            out[fwd] = _sdpa_gqa_flops
+        if bwd is not None:
+            out[bwd] = _sdpa_gqa_backward_flops
+    return out
+
+
+def _count_flops(step) -> tuple[float | None, str | None]:
+    """(FLOPs of one step, None) or (None, why counting failed); the time is recorded anyway."""
     try:
         from torch.utils.flop_counter import FlopCounterMode
 
-        with FlopCounterMode(display=False) as fc:
+        with FlopCounterMode(display=False, custom_mapping=gqa_flop_mapping()) as fc:
             step()
-        return float(fc.get_total_flops())
-    except Exception:  # noqa: BLE001 - MFU is then left out, the time is still recorded
-        return None
+        return float(fc.get_total_flops()), None
+    except Exception as e:  # noqa: BLE001 - MFU is then left out, the reason is recorded
+        return None, f"{type(e).__name__}: {str(e)[:200]}"
 
 
 def _measure(build, inputs, mode, dtype, peak_tflops, iters):
@@ -195,7 +259,9 @@ def _measure(build, inputs, mode, dtype, peak_tflops, iters):
         rec.update(ms=t["median_ms"], min_ms=t["min_ms"],
                    peak_mem_mb=(dev.max_memory_allocated() - base) / 2**20 if dev.device_type != "cpu" else None,
                    weights_mb=sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20)
-        flops = _count_flops(step)
+        flops, why = _count_flops(step)
+        if why:
+            rec["flops_error"] = why
         if flops:
             rec["flops"] = flops
             rec["tflops"] = flops / (rec["ms"] * 1e-3) / 1e12
