@@ -64,7 +64,9 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", help="checkpoint directory (transformer/, vae/, text_encoder/, "
                                         "tokenizer/); tiny-* models build their own when omitted")
     p.add_argument("--prompt", help="text prompt")
-    p.add_argument("--negative-prompt", dest="negative_prompt")
+    p.add_argument("--negative-prompt", dest="negative_prompt",
+                   help="default: the model's upstream negative prompt (Wan2.2 / LingBot-World configs, "
+                        "diffusers' Cosmos pipelines); \"\" for none")
     p.add_argument("--task", choices=["t2v", "i2v", "t2i", "v2w", "t2av"],
                    help="default: the model's first task, i2v/v2w with --image, t2av with --sound")
     p.add_argument("--image", help="conditioning image (or video for v2w)")

@@ -29,7 +29,7 @@ class GenerateArgs:
     model: str = "tiny-wan"
     out: str = "out/video.mp4"
     prompt: str = DEFAULT_PROMPT
-    negative_prompt: str = ""
+    negative_prompt: str | None = None   # None: the model's upstream default (registry.ModelSpec)
     checkpoint: str | None = None
     task: str | None = None
     image: str | None = None
@@ -111,6 +111,36 @@ def resolve_task(spec, args) -> str:
     return task
 
 
+@dataclass(frozen=True)
+class Settings:
+    """The sampling settings of one run: the command line where given, else the model's defaults."""
+    height: int
+    width: int
+    frames: int
+    fps: float
+    steps: int
+    guidance: float
+    guidance_high: float | None
+    shift: float
+    sampler: str
+    negative_prompt: str
+
+
+def resolve_settings(spec: registry.ModelSpec, task: str, args: GenerateArgs) -> Settings:
+    """Settings for `task` (spec's per-task defaults applied); loads nothing."""
+    spec = spec.for_task(task)
+    guidance = spec.guidance if args.guidance is None else args.guidance
+    # one --guidance sets both experts unless --guidance-high is given too
+    guidance_high = args.guidance_high if args.guidance_high is not None else (
+        guidance if args.guidance is not None and spec.guidance_high is not None else spec.guidance_high)
+    return Settings(height=args.height or spec.height, width=args.width or spec.width,
+                    frames=1 if task == "t2i" else (args.frames or spec.frames), fps=args.fps or spec.fps,
+                    steps=spec.steps if args.steps is None else args.steps, guidance=guidance,
+                    guidance_high=guidance_high, shift=spec.shift if args.shift is None else args.shift,
+                    sampler=args.sampler or spec.sampler,
+                    negative_prompt=spec.negative_prompt if args.negative_prompt is None else args.negative_prompt)
+
+
 def _rank0_print(msg: str) -> None:
     if _dist.rank() == 0:
         print(msg, file=sys.stderr, flush=True)
@@ -126,20 +156,17 @@ def generate(args: GenerateArgs) -> dict:
     fam = family_module(spec.family)
 
     # ---- settings and every check that needs no model -------------------------------------
-    height = args.height or spec.height
-    width = args.width or spec.width
-    frames = 1 if task == "t2i" else (args.frames or spec.frames)
-    fps = args.fps or spec.fps
-    steps = args.steps or spec.steps
-    guidance = spec.guidance if args.guidance is None else args.guidance
-    guidance_high = args.guidance_high if args.guidance_high is not None else (
-        guidance if args.guidance is not None and spec.guidance_high is not None else spec.guidance_high)
-    shift = args.shift or spec.shift
-    sampler_kind = args.sampler or spec.sampler
+    spec = spec.for_task(task)
+    st = resolve_settings(spec, task, args)
+    height, width, frames, fps = st.height, st.width, st.frames, st.fps
+    steps, guidance, guidance_high, shift = st.steps, st.guidance, st.guidance_high, st.shift
+    sampler_kind, negative_prompt = st.sampler, st.negative_prompt
     if args.dtype not in DTYPES:
         raise InputError(f"--dtype must be one of {sorted(DTYPES)}, got {args.dtype!r}")
     if steps < 1:
         raise InputError(f"--steps must be >= 1, got {steps}")
+    if not shift > 0:
+        raise InputError(f"--shift must be a positive number, got {shift}")
     world = validate.check_world(args.cfg, args.sp, args.tp)
     out = validate.check_output(args.out, task)
     validate.check_image_input(task, args.image, allow_default=spec.tiny)
@@ -202,6 +229,11 @@ def generate(args: GenerateArgs) -> dict:
         if rank != 0:
             ckpt = tiny.ensure(spec.tiny_recipe)
     times["checkpoint_s"] = time.perf_counter() - t0
+    if args.shift is None and hasattr(fam, "checkpoint_shift"):
+        ckpt_shift = fam.checkpoint_shift(ckpt)
+        if ckpt_shift is not None and ckpt_shift != shift:
+            notes.append(f"shift: {shift} -> {ckpt_shift} (the checkpoint's scheduler config)")
+            shift = ckpt_shift
 
     # ---- text ------------------------------------------------------------------------------
     from phyx.pipelines import text as text_mod
@@ -212,7 +244,7 @@ def generate(args: GenerateArgs) -> dict:
     else:
         tok = text_mod.load_tokenizer(ckpt / "tokenizer")
         enc = text_mod.load_text_encoder(spec.text_encoder, ckpt / "text_encoder", device=enc_device)
-        emb, _ = text_mod.encode(enc, tok, [args.prompt, args.negative_prompt], spec.text_len)
+        emb, _ = text_mod.encode(enc, tok, [args.prompt, negative_prompt], spec.text_len)
         text, neg_text = emb[:1], emb[1:]
         del enc
     times["text_s"] = time.perf_counter() - t0
@@ -233,7 +265,7 @@ def generate(args: GenerateArgs) -> dict:
     run = Run(spec=spec, task=task, checkpoint=ckpt, device=device, dtype=dtype, height=height, width=width,
               frames=frames, fps=fps, steps=steps, guidance=guidance, guidance_high=guidance_high,
               shift=shift, seed=args.seed, notes=notes, prompt=args.prompt,
-              negative_prompt=args.negative_prompt)
+              negative_prompt=negative_prompt)
     run.vae, run.text, run.neg_text = vae, text, neg_text
     run.sampler = schedulers.make_sampler(sampler_kind, steps, shift)
     run.latent_shape = (1, vae.config.z_dim, (frames - 1) // t_stride + 1, height // s_stride, width // s_stride)
@@ -282,7 +314,7 @@ def generate(args: GenerateArgs) -> dict:
 
     record = {
         "model": spec.name, "family": spec.family, "task": task, "checkpoint": str(ckpt),
-        "tiny": spec.tiny, "prompt": args.prompt, "negative_prompt": args.negative_prompt,
+        "tiny": spec.tiny, "prompt": args.prompt, "negative_prompt": negative_prompt,
         "settings": {"height": height, "width": width, "frames": frames, "fps": fps, "steps": steps,
                      "guidance": guidance, "guidance_high": guidance_high, "shift": shift,
                      "sampler": run.sampler.describe(), "seed": args.seed, "dtype": args.dtype,

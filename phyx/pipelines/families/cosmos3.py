@@ -9,17 +9,21 @@ frame. Guidance is uncond + g (cond - uncond) per modality.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from phyx.errors import CheckpointError
 from phyx.pipelines import noise as noise_mod
+from phyx.pipelines import prompts
 from phyx.pipelines import schedulers
 from phyx.pipelines import text as text_mod
 from phyx.pipelines import vae as vae_mod
 
-PATCH = (1, 2, 2)
+# The DiT pads latents up to its 2x2 patch (as diffusers' Cosmos3OmniTransformer does), so sizes
+# need only be multiples of the VAE stride (pipeline_cosmos3_omni.check_inputs); hence patch 1 here.
+PATCH = (1, 1, 1)
 
 
 def required_parts(ckpt: Path, spec) -> list[tuple[Path, str]]:
@@ -43,9 +47,30 @@ def load_sound_decoder(ckpt: Path, device):
     return Cosmos3AVAEAudioTokenizer.from_pretrained(str(path), use_safetensors=True).to(device).eval()
 
 
-def _ids(tok, prompt: str, max_len: int = 512) -> torch.Tensor:
+def checkpoint_shift(ckpt: Path) -> float | None:
+    """flow_shift of the checkpoint's scheduler (diffusers' Cosmos3 pipeline takes its UniPC
+    scheduler, shift included, from scheduler/scheduler_config.json); None when absent."""
+    cfg = Path(ckpt) / "scheduler" / "scheduler_config.json"
+    if not cfg.is_file():
+        return None
+    shift = json.loads(cfg.read_text()).get("flow_shift")
+    return float(shift) if shift is not None else None
+
+
+def _byte_ids(tok, prompt: str, max_len: int = 512) -> torch.Tensor:
     ids, mask = tok([prompt], max_len)
     return ids[0, : int(mask[0].sum())]
+
+
+def prompt_ids(tok, run) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cond, uncond) token ids. A real (Qwen) tokenizer gets diffusers' Cosmos3 formatting:
+    duration / resolution sentences (inverse ones on the negative prompt) inside the chat
+    template, then eos + <|vision_start|>; the tiny models' byte tokenizer reads the raw text."""
+    if isinstance(tok, text_mod.HFTokenizer):
+        cond, uncond = prompts.cosmos3_prompt_ids(tok.tok, run.prompt, run.negative_prompt, run.frames,
+                                                  run.height, run.width, run.fps)
+        return torch.tensor(cond, dtype=torch.long), torch.tensor(uncond, dtype=torch.long)
+    return _byte_ids(tok, run.prompt), _byte_ids(tok, run.negative_prompt)
 
 
 class Denoiser:
@@ -59,7 +84,7 @@ class Denoiser:
         if run.task == "t2av" and not cfg.sound_gen:
             raise CheckpointError("this Cosmos3 checkpoint has no sound heads (sound_gen=False); drop --sound")
         tok = text_mod.load_tokenizer(run.checkpoint / "tokenizer")
-        self.cond_ids, self.uncond_ids = _ids(tok, run.prompt), _ids(tok, run.negative_prompt)
+        self.cond_ids, self.uncond_ids = prompt_ids(tok, run)
         if int(max(self.cond_ids.max(), self.uncond_ids.max())) >= cfg.vocab_size:
             raise CheckpointError(f"token ids exceed the model's vocabulary ({cfg.vocab_size}): the tokenizer "
                                   f"does not belong to this checkpoint")

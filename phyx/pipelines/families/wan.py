@@ -49,7 +49,8 @@ def load_dit(ckpt: Path, spec, dtype, device):
     from phyx.models.wan import load_wan
 
     path = dit_dir(ckpt)
-    model = load_wan(path, dtype=dtype, device=device)
+    # the model's upstream expert switch (registry); None keeps the checkpoint's own (model_index.json)
+    model = load_wan(path, dtype=dtype, device=device, boundary=spec.boundary if spec.moe else None)
     if spec.moe != hasattr(model, "expert_for"):
         raise CheckpointError(f"{spec.name} expects {'two experts' if spec.moe else 'one DiT'} but {path} "
                               f"holds {'two' if hasattr(model, 'expert_for') else 'one'}")
