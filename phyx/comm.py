@@ -309,4 +309,21 @@ def fully_shard(module: torch.nn.Module, mesh=None, **kwargs) -> torch.nn.Module
         if "world_mesh" not in _state:
             _state["world_mesh"] = init_mesh((dist.get_world_size(),), ("fsdp",))
         mesh = _state["world_mesh"]
-    return _fully_shard(module, mesh=mesh, **kwargs)
+    module = _fully_shard(module, mesh=mesh, **kwargs)
+    # FSDP2 averages fp32/bf16 gradients with ReduceOp.AVG, which HCCL lacks on some versions:
+    # reduce with SUM and divide afterwards, as every phyx collective does.
+    module.set_force_sum_reduction_for_comms(True)
+    return module
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind a DTensor (an FSDP2 parameter or gradient shard: an all-gather
+    over its mesh, so every rank of the mesh must call it); a plain tensor is returned as is."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(t, DTensor):
+        return t
+    try:
+        return t.full_tensor()
+    except Exception as e:
+        raise _fail("full_tensor (all_gather of a DTensor)", None, e) from e

@@ -30,3 +30,15 @@ def shard_model(model: nn.Module, blocks=None, *, state: ParallelState | None = 
         comm.fully_shard(b, mesh=mesh, reshard_after_forward=reshard_after_forward)
     comm.fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward)
     return model
+
+
+def full_parameters(model: nn.Module) -> dict:
+    """{name: whole parameter} of a sharded model (all-gathered; every rank of the mesh must call
+    this, in the same order, which named_parameters guarantees)."""
+    return {n: comm.full_tensor(p.detach()) for n, p in model.named_parameters()}
+
+
+def full_gradients(model: nn.Module) -> dict:
+    """{name: whole gradient} of the parameters that have one (same calling rule as
+    full_parameters; the set of names with gradients must agree across ranks)."""
+    return {n: comm.full_tensor(p.grad) for n, p in model.named_parameters() if p.grad is not None}
