@@ -146,28 +146,26 @@ def _fail(what: str, group, e: Exception) -> CommError:
 _REDUCE_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "product": "PRODUCT"}
 
 
-def all_reduce(t: torch.Tensor, op: str = "sum", group=None) -> torch.Tensor:
-    """Reduce `t` over `group`; returns the result ('avg' is sum then divide, never ReduceOp.AVG)."""
-    if op not in _REDUCE_OPS and op != "avg":
-        raise ValueError(f"all_reduce op must be one of {sorted(_REDUCE_OPS) + ['avg']}, got {op!r}")
-    n = _size(group)
-    if n == 1:
-        return t
-    out = t.contiguous().clone() if not t.is_contiguous() else t
+# --- collectives ------------------------------------------------------------------------------
+# The public collectives are autograd-aware, so training under TP / SP gets correct gradients.
+# Convention (Megatron's): after a collective, what follows is either replicated (the same
+# computation on every rank, e.g. the output of a row-parallel linear) or sharded (each rank
+# continues with its own part, e.g. the all-heads RMSNorm statistics feeding local heads).
+# That decides the backward of a sum: identity when what follows is replicated, a sum of the
+# ranks' gradients when it is sharded.
+
+def _all_reduce_raw(t: torch.Tensor, op: str, group) -> torch.Tensor:
+    out = t.detach().clone(memory_format=torch.contiguous_format)  # never reduce the caller's tensor in place
     try:
         dist.all_reduce(out, op=getattr(dist.ReduceOp, _REDUCE_OPS.get(op, "SUM")), group=group)
     except Exception as e:
         raise _fail(f"all_reduce({op})", group, e) from e
-    return out / n if op == "avg" else out
+    return out
 
 
-def all_gather(t: torch.Tensor, dim: int = 0, group=None) -> torch.Tensor:
-    """Gather equal-shaped tensors from every rank of `group`, concatenated along `dim` in rank
-    order."""
+def _all_gather_raw(t: torch.Tensor, dim: int, group) -> torch.Tensor:
     n = _size(group)
-    if n == 1:
-        return t
-    t = t.contiguous()
+    t = t.detach().contiguous()
     parts = [torch.empty_like(t) for _ in range(n)]
     try:
         dist.all_gather(parts, t, group=group)
@@ -176,9 +174,115 @@ def all_gather(t: torch.Tensor, dim: int = 0, group=None) -> torch.Tensor:
     return torch.cat(parts, dim=dim)
 
 
+def _all_to_all_raw(x: torch.Tensor, scatter_dim: int, gather_dim: int, group) -> torch.Tensor:
+    n = _size(group)
+    # Move the scatter dim first so each rank's part is one contiguous block.
+    send = x.detach().movedim(scatter_dim, 0).contiguous()
+    recv = torch.empty_like(send)
+    try:
+        dist.all_to_all_single(recv, send, group=group)
+    except Exception as e:
+        raise _fail("all_to_all", group, e) from e
+    # recv: n blocks along dim 0, block j came from rank j and holds our scatter part of its x.
+    blocks = recv.movedim(0, scatter_dim).chunk(n, dim=scatter_dim)
+    return torch.cat(blocks, dim=gather_dim)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t, group, grad):
+        ctx.group, ctx.grad = group, grad
+        return _all_reduce_raw(t, "sum", group)
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.grad == "sum":
+            g = _all_reduce_raw(g, "sum", ctx.group)
+        return g, None, None
+
+
+class _CopyToGroup(torch.autograd.Function):
+    """Forward identity; backward sums the ranks' gradients (a replicated input feeding sharded
+    computation, e.g. the input of a column-parallel linear)."""
+
+    @staticmethod
+    def forward(ctx, t, group):
+        ctx.group = group
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _all_reduce_raw(g, "sum", ctx.group), None
+
+
+class _AllGather(torch.autograd.Function):
+    """Backward keeps this rank's slice: what follows the gather is replicated."""
+
+    @staticmethod
+    def forward(ctx, t, dim, group):
+        ctx.dim, ctx.group = dim, group
+        return _all_gather_raw(t, dim, group)
+
+    @staticmethod
+    def backward(ctx, g):
+        n = _size(ctx.group)
+        return g.chunk(n, dim=ctx.dim)[dist.get_rank(ctx.group)].contiguous(), None, None
+
+
+class _AllToAll4d(torch.autograd.Function):
+    """A permutation across ranks: its backward is the inverse exchange."""
+
+    @staticmethod
+    def forward(ctx, x, scatter_dim, gather_dim, group):
+        ctx.dims, ctx.group = (scatter_dim, gather_dim), group
+        return _all_to_all_raw(x, scatter_dim, gather_dim, group)
+
+    @staticmethod
+    def backward(ctx, g):
+        scatter_dim, gather_dim = ctx.dims
+        return _all_to_all_raw(g, gather_dim, scatter_dim, ctx.group), None, None, None
+
+
+def all_reduce(t: torch.Tensor, op: str = "sum", group=None, *, grad: str = "identity") -> torch.Tensor:
+    """Reduce `t` over `group`; returns the result ('avg' is sum then divide, never ReduceOp.AVG).
+
+    For sum / avg the result is differentiable: grad='identity' when what follows is replicated
+    on every rank (row-parallel outputs), grad='sum' when what follows is sharded (statistics
+    that feed each rank's own slice, as in the all-heads RMSNorm). max / min / product carry no
+    gradient."""
+    if op not in _REDUCE_OPS and op != "avg":
+        raise ValueError(f"all_reduce op must be one of {sorted(_REDUCE_OPS) + ['avg']}, got {op!r}")
+    if grad not in ("identity", "sum"):
+        raise ValueError(f"all_reduce grad must be 'identity' or 'sum', got {grad!r}")
+    n = _size(group)
+    if n == 1:
+        return t
+    if op in ("sum", "avg"):
+        out = _AllReduceSum.apply(t, group, grad)
+        return out / n if op == "avg" else out
+    return _all_reduce_raw(t, op, group)
+
+
+def copy_to_group(t: torch.Tensor, group=None) -> torch.Tensor:
+    """Identity forward; in backward, the gradients of all ranks of `group` are summed. Put it
+    where a replicated tensor enters rank-specific computation (a column-parallel input)."""
+    if _size(group) == 1:
+        return t
+    return _CopyToGroup.apply(t, group)
+
+
+def all_gather(t: torch.Tensor, dim: int = 0, group=None) -> torch.Tensor:
+    """Gather equal-shaped tensors from every rank of `group`, concatenated along `dim` in rank
+    order. Differentiable: the backward keeps this rank's slice of the gradient."""
+    if _size(group) == 1:
+        return t
+    return _AllGather.apply(t, dim, group)
+
+
 def all_to_all_4d(x: torch.Tensor, scatter_dim: int, gather_dim: int, group=None) -> torch.Tensor:
     """Split `x` in `group_size` parts along scatter_dim, send part j to rank j, and concatenate
-    what arrives along gather_dim (rank order).
+    what arrives along gather_dim (rank order). Differentiable (the backward is the inverse
+    exchange).
 
     Ulysses on [B, S, N, D]: scatter_dim=2, gather_dim=1 turns local-sequence / all-heads
     [B, S/P, N, D] into full-sequence / local-heads [B, S, N/P, D]; scatter_dim=1, gather_dim=2
@@ -192,16 +296,7 @@ def all_to_all_4d(x: torch.Tensor, scatter_dim: int, gather_dim: int, group=None
     if x.shape[scatter_dim] % n:
         raise ValueError(f"all_to_all_4d: dim {scatter_dim} of size {x.shape[scatter_dim]} does not "
                          f"split across {n} ranks")
-    # Move the scatter dim first so each rank's part is one contiguous block.
-    send = x.movedim(scatter_dim, 0).contiguous()
-    recv = torch.empty_like(send)
-    try:
-        dist.all_to_all_single(recv, send, group=group)
-    except Exception as e:
-        raise _fail("all_to_all", group, e) from e
-    # recv: n blocks along dim 0, block j came from rank j and holds our scatter part of its x.
-    blocks = recv.movedim(0, scatter_dim).chunk(n, dim=scatter_dim)
-    return torch.cat(blocks, dim=gather_dim)
+    return _AllToAll4d.apply(x, scatter_dim, gather_dim, group)
 
 
 def broadcast(t: torch.Tensor, src: int = 0, group=None) -> torch.Tensor:

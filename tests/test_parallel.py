@@ -49,8 +49,8 @@ def _planted_mistake(kind):
         TB.ulysses_attention = lambda q, k, v, **kw: saved[0](q, k, v, **{**kw, "valid_len": None})
         layout = (1, 2, 1)
     else:  # "qk-norm not all-reduced": each TP rank normalises over its own heads only
-        def local_sumsq(t, op="sum", group=None):
-            return t * L.get_parallel_state().tp_size if t.shape[-1] == 1 else saved[1](t, op, group)
+        def local_sumsq(t, op="sum", group=None, **kw):
+            return t * L.get_parallel_state().tp_size if t.shape[-1] == 1 else saved[1](t, op, group, **kw)
         L.comm.all_reduce = local_sumsq
         layout = (1, 1, 2)
     try:

@@ -82,10 +82,10 @@ def _count_traffic(layout, seq_len):
     real_ar, real_a2a = comm.all_reduce, comm.all_to_all_4d
     st = init_parallel(ParallelConfig(*layout))
 
-    def all_reduce(t, op="sum", group=None):
+    def all_reduce(t, op="sum", group=None, **kw):
         n = comm.world_size(group)
         sent["tp_all_reduce"] += 2 * (n - 1) / n * t.numel() * t.element_size()
-        return real_ar(t, op, group)
+        return real_ar(t, op, group, **kw)
 
     def all_to_all_4d(x, scatter_dim, gather_dim, group=None):
         n = comm.world_size(group)

@@ -5,6 +5,7 @@
     # which read get_parallel_state() and degrade to plain single-device code when sizes are 1.
 """
 from phyx.parallel.cfg import cfg_gather_combine, cfg_split, check_guidance, shared_noise
+from phyx.parallel.grads import sync_replicated_grads
 from phyx.parallel.layers import (ColumnParallelLinear, QKVParallelLinear, RowParallelLinear,
                                   TPRMSNorm, load_full_state_dict, tp_rms_norm)
 from phyx.parallel.state import (AXES, ParallelConfig, ParallelState, get_parallel_state,
@@ -20,5 +21,5 @@ __all__ = [
     "load_full_state_dict",
     "ulysses_attention", "ring_attention", "sp_pad_and_shard", "sp_gather", "sp_shard_rope", "padded_len",
     "check_ulysses_heads",
-    "cfg_split", "cfg_gather_combine", "check_guidance", "shared_noise",
+    "cfg_split", "cfg_gather_combine", "check_guidance", "shared_noise", "sync_replicated_grads",
 ]

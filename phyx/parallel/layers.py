@@ -58,6 +58,8 @@ class ColumnParallelLinear(nn.Linear):
                 mark(self.bias, spec)
 
     def forward(self, x):
+        if self.tp_size > 1:
+            x = comm.copy_to_group(x, self.tp_group)  # replicated input: its gradient sums over ranks
         y = F.linear(x, self.weight, self.bias)
         if self.tp_size == 1 or not self.gather_output:
             return y
@@ -94,7 +96,8 @@ class RowParallelLinear(nn.Linear):
         if self.tp_size == 1:
             return F.linear(x, self.weight, self.bias)
         if not self.input_is_parallel:
-            x = x.chunk(self.tp_size, dim=-1)[self.tp_rank]
+            # a replicated input cut to this rank's columns: its gradient is gathered back
+            x = comm.copy_to_group(x, self.tp_group).chunk(self.tp_size, dim=-1)[self.tp_rank]
         y = comm.all_reduce(F.linear(x, self.weight), group=self.tp_group)
         return y + self.bias if self.bias is not None else y
 
@@ -142,7 +145,8 @@ def tp_rms_norm(x_local, weight_local=None, eps: float = 1e-6, full_dim: int | N
         return ops.rms_norm(x_local, weight_local, eps)
     full_dim = full_dim or x_local.shape[-1] * st.tp_size
     xf = x_local.float()
-    sumsq = comm.all_reduce(xf.pow(2).sum(dim=-1, keepdim=True), group=st.tp_group)
+    # the statistics feed each rank's own heads (sharded), so their gradient sums over ranks
+    sumsq = comm.all_reduce(xf.pow(2).sum(dim=-1, keepdim=True), group=st.tp_group, grad="sum")
     y = (xf * torch.rsqrt(sumsq / full_dim + eps)).to(x_local.dtype)
     return y * weight_local if weight_local is not None else y
 

@@ -34,6 +34,10 @@ def ring_attention(q, k, v, *, valid_len: int | None = None, kv_lens=None, scale
     if is_causal:
         raise UnsupportedArgumentError("ring_attention does not implement is_causal yet; use "
                                        "ulysses_attention for causal attention")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        raise UnsupportedArgumentError("ring_attention is forward-only (its K/V ring exchange has no "
+                                       "backward); train with ulysses_attention, or run under "
+                                       "torch.no_grad()")
     P, me, g = st.sp_size, st.sp_rank, st.sp_group
     B, s_local = q.shape[0], k.shape[1]
     lens = None

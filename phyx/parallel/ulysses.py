@@ -34,6 +34,9 @@ def sp_pad_and_shard(x: torch.Tensor, dim: int = 1, *, state: ParallelState | No
     if st.sp_size == 1:
         return x, n
     total = padded_len(n, st.sp_size)
+    # the full tensor is replicated; each rank continues with its slice, so in backward the
+    # ranks' gradients are summed back into the full tensor (and what produced it)
+    x = comm.copy_to_group(x, st.sp_group)
     if total != n:
         pad_shape = list(x.shape)
         pad_shape[dim] = total - n
