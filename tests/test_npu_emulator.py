@@ -208,7 +208,7 @@ def test_rejects_masks_of_wrong_dtype_shape_or_mode():
     _raises(lambda: FA(q, k, v, 2, "BNSD", atten_mask=torch.zeros(6, 5, dtype=torch.bool)), "shape")
     _raises(lambda: FA(q, k, v, 2, "BNSD", atten_mask=torch.zeros(5, 6, dtype=torch.bool), sparse_mode=2),
             "compressed")
-    _raises(lambda: FA(q, k, v, 2, "BNSD", sparse_mode=2), "compressed")
+    _raises(lambda: FA(q, k, v, 2, "BNSD", atten_mask=torch.zeros(5, 6, dtype=torch.int8)), "bool or uint8")
     lower = torch.ones(2048, 2048, dtype=torch.bool).tril(-1)   # the mask with the wrong meaning
     _raises(lambda: FA(q, k, v, 2, "BNSD", atten_mask=lower, sparse_mode=2), "compressed")
     _raises(lambda: FA(q, k, v, 2, "BNSD", atten_mask=torch.ones(2048, 2048, dtype=torch.bool).triu(1)),
@@ -254,3 +254,42 @@ def test_fia_has_no_backward():
     out = FIA(q, k, v, num_heads=2, input_layout="BNSD", scale=1 / math.sqrt(16))[0]
     with pytest.raises(NpuEmulatorError, match="no backward"):
         out.float().sum().backward()
+
+
+def test_fa_mask_dtypes_and_fia_int8_mask():
+    # FA documents bool / uint8 only; FIA documents bool / int8 / uint8.
+    q, k, v = _bnsd()
+    m = torch.zeros(5, 6, dtype=torch.uint8)
+    torch.testing.assert_close(FA(q, k, v, 2, "BNSD", atten_mask=m, scale=0.3)[0],
+                               FA(q, k, v, 2, "BNSD", scale=0.3)[0])
+    qb, kb, vb = _bnsd(dtype=torch.bfloat16)
+    out = FIA(qb, kb, vb, num_heads=2, input_layout="BNSD", scale=0.3,
+              atten_mask=torch.zeros(5, 6, dtype=torch.int8))[0]
+    torch.testing.assert_close(out, FIA(qb, kb, vb, num_heads=2, input_layout="BNSD", scale=0.3)[0])
+
+
+def test_fa_causal_mode_without_its_mask_silently_attends_everywhere():
+    # Documented: atten_mask None -> sparse_mode / pre_tockens / next_tockens have no effect (full
+    # attention). The real op does not raise, so a translation that drops the compressed mask
+    # gives a plausible wrong number; the emulator reproduces that instead of raising.
+    q, k, v = _bnsd()
+    full = FA(q, k, v, 2, "BNSD", scale=0.3)[0]
+    torch.testing.assert_close(FA(q, k, v, 2, "BNSD", scale=0.3, sparse_mode=2)[0], full)
+    comp = torch.ones(2048, 2048, dtype=torch.bool).triu(1)
+    causal = FA(q, k, v, 2, "BNSD", scale=0.3, sparse_mode=2, atten_mask=comp)[0]
+    assert (causal - full).abs().max() > 1e-2
+
+
+def test_documented_shape_limits():
+    # FA: D 1..768, Nq 1..256. FIA (Q_S > 1): D <= 512, N <= 256, N*D < 65535 in BSND.
+    x = torch.randn(1, 1, 2, 784)
+    _raises(lambda: FA(x, x, x, 1, "BNSD", scale=0.1), "768")
+    xb = torch.randn(1, 2, 1, 528, dtype=torch.bfloat16)
+    _raises(lambda: FIA(xb, xb, xb, num_heads=1, input_layout="BSND", scale=0.1), "512")
+    xb = torch.randn(1, 2, 256, 256, dtype=torch.bfloat16)
+    _raises(lambda: FIA(xb, xb, xb, num_heads=256, input_layout="BSND", scale=0.1), "65535")
+
+
+def test_swiglu_rejects_non_contiguous_input():
+    x = torch.randn(6, 4).t()
+    _raises(lambda: E.npu_swiglu(x), "contiguous")

@@ -164,3 +164,12 @@ def test_rope_mode_swapped_is_caught(kernels, monkeypatch, style):
 def test_rope_table_expanded_the_wrong_way_is_caught(kernels, monkeypatch, style):
     wrong = (lambda t, mode: t.repeat_interleave(2, -1) if mode == "half" else torch.cat((t, t), -1))
     _plant(monkeypatch, "rope_table", wrong, _rope_run(kernels, style), 1e-5)
+
+
+def test_causal_without_its_compressed_mask_is_caught(kernels, monkeypatch):
+    # FA with sparse_mode 2 but no atten_mask silently computes full attention (documented);
+    # FIA raises. Either way the plant must not pass.
+    for dtype, tol in ROUTES:
+        _plant(monkeypatch, "causal_compressed_mask", lambda device: None,
+               lambda: _attn(kernels, dtype, is_causal=True), tol)
+        monkeypatch.undo()

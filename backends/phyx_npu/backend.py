@@ -18,13 +18,19 @@ from phyx_npu.translate import NpuKernels
 
 _NPU_FLOATS = frozenset({torch.float32, torch.float16, torch.bfloat16})
 
-# HCCL: bounded failure. HCCL_EXEC_TIMEOUT is rounded down to a multiple of 68 s by CANN
-# (612 = 9 * 68); HCCL_CONNECT_TIMEOUT has a 120 s floor. The process-group timeout passed to
-# init_process_group should exceed both, so the HCCL error (with its reason) comes first.
+# HCCL: bounded failure. The Ascend docs ask for an init_process_group timeout LONGER than both
+# HCCL timeouts, so HCCL's own error (with its reason) comes before the watchdog's. phyx.comm's
+# default process-group timeout is 300 s (PHYX_DIST_TIMEOUT_S), hence:
+# - HCCL_EXEC_TIMEOUT 272 s = 4 * 68: A2/A3 take whole seconds; the first-generation Atlas
+#   training / inference series round down to a multiple of 68 s, so a multiple of 68 is exact
+#   everywhere. Raise it together with PHYX_DIST_TIMEOUT_S for longer uneven work.
+# - HCCL_CONNECT_TIMEOUT 120 s: the documented minimum (range 120..7200); the real wait is +20 s.
+# - TORCH_HCCL_ASYNC_ERROR_HANDLING: torch_npu 2.14 reads this name and warns that the old
+#   HCCL_ASYNC_ERROR_HANDLING is deprecated; 1 = abort the communicator and tear the process down.
 HCCL_ENV_DEFAULTS = {
-    "HCCL_EXEC_TIMEOUT": "612",
+    "HCCL_EXEC_TIMEOUT": "272",
     "HCCL_CONNECT_TIMEOUT": "120",
-    "HCCL_ASYNC_ERROR_HANDLING": "1",   # a failed collective aborts instead of hanging
+    "TORCH_HCCL_ASYNC_ERROR_HANDLING": "1",   # a failed collective aborts instead of hanging
 }
 
 _MISSING_MSG = (
@@ -139,8 +145,9 @@ class NpuBackend(Backend):
     # --- distributed -------------------------------------------------------------------------
     def dist_env_defaults(self) -> dict:
         """Bounded HCCL failures. Notes for phyx.comm: do not rely on ReduceOp.AVG on HCCL (sum,
-        then divide); HCCL_BUFFSIZE (MB) is allocated per communicator, so it multiplies with the
-        number of mesh groups -- lower it for large meshes; multi-node runs need HCCL_IF_IP."""
+        then divide); HCCL_BUFFSIZE (MB, default 200) is allocated per communicator, twice (send +
+        receive), so it multiplies with the number of mesh groups -- lower it for large meshes;
+        multi-node runs should pin the host NIC with HCCL_IF_IP (or HCCL_SOCKET_IFNAME)."""
         return dict(HCCL_ENV_DEFAULTS)
 
     # --- reporting -----------------------------------------------------------------------------

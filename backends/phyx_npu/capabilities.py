@@ -1,7 +1,11 @@
 """Which torch_npu fused ops exist on which Ascend SoC. Keyed by the SoC name the runtime
-reports (torch_npu.npu.get_device_name()). Conservative: an op is listed only where the
-torch_npu 2.14 docs name the product line; anything unknown falls back to phyx's reference
-kernels (plain torch on the device)."""
+reports (torch_npu.npu.get_device_name()). Anything unknown falls back to phyx's reference
+kernels (plain torch on the device).
+
+Sources: the torch_npu 2.14 docs name A2 for npu_fusion_attention (v1; its v2 adds A3),
+npu_fused_infer_attention_score (A2 + A3), npu_rotary_mul (A2 + A3) and npu_swiglu (A2 only);
+npu_rms_norm and npu_gelu name no product. A3 gets the A2 list because CANN's aclnn pages
+(FlashAttentionScore, SwiGlu, RmsNorm) list A3; confirm on the first A3 run."""
 from __future__ import annotations
 
 import re

@@ -187,9 +187,15 @@ def _from_bnsd(t, layout):
     return t.transpose(0, 1) if layout == "SBH" else t
 
 
-def _check_mask_dtype(op, atten_mask):
-    if atten_mask is not None and atten_mask.dtype not in (torch.bool, torch.uint8, torch.int8):
-        _fail(op, f"atten_mask must be bool or uint8 (1/True = masked out), got {atten_mask.dtype}")
+# Documented atten_mask dtypes: FA takes bool / uint8 only; FIA also takes int8.
+_FA_MASK_DTYPES = (torch.bool, torch.uint8)
+_FIA_MASK_DTYPES = (torch.bool, torch.int8, torch.uint8)
+
+
+def _check_mask_dtype(op, atten_mask, allowed):
+    if atten_mask is not None and atten_mask.dtype not in allowed:
+        names = " or ".join(str(d).replace("torch.", "") for d in allowed)
+        _fail(op, f"atten_mask must be {names} (1/True = masked out), got {atten_mask.dtype}")
 
 
 class _Flags:
@@ -265,7 +271,7 @@ class EmulatedTorchNpu:
             _fail(op, f"inner_precise must be 0, 1 or 2, got {inner_precise}")
         if not isinstance(head_num, int) or head_num <= 0:
             _fail(op, f"head_num must be a positive int, got {head_num!r}")
-        _check_mask_dtype(op, atten_mask)
+        _check_mask_dtype(op, atten_mask, _FA_MASK_DTYPES)
         if sparse_mode not in range(0, 9):
             _fail(op, f"sparse_mode must be 0..8, got {sparse_mode}")
         if softmax_layout not in ("", "TND") or (softmax_layout == "TND" and input_layout != "TND"):
@@ -299,6 +305,7 @@ class EmulatedTorchNpu:
             _fail(op, f"head dims must satisfy Dq == Dk >= Dv (got {d}, {k.shape[-1]}, {v.shape[-1]})")
         if n % nkv:
             _fail(op, f"query heads ({n}) must be a multiple of key/value heads ({nkv})")
+        _check_fa_limits(op, n, d)
         if actual_seq_qlen is not None or actual_seq_kvlen is not None:
             raise EmulatorLimitation(f"{op}: actual_seq_qlen / actual_seq_kvlen are varlen (TND) "
                                      f"arguments; the emulator does not model them for {input_layout}")
@@ -375,7 +382,7 @@ class EmulatedTorchNpu:
                       f"with a ratio of at most 64")
         if sparse_mode not in (0, 1, 2, 3, 4):
             _fail(op, f"sparse_mode {sparse_mode} is not supported (0, 1, 2, 3, 4)")
-        _check_mask_dtype(op, atten_mask)
+        _check_mask_dtype(op, atten_mask, _FIA_MASK_DTYPES)
         in_layout = "BNSD" if input_layout == "BNSD_BSND" else input_layout
         q = _to_bnsd(op, query, in_layout, num_heads, "query")
         k = _to_bnsd(op, key, in_layout, nkv_arg, "key")
@@ -391,6 +398,10 @@ class EmulatedTorchNpu:
             _fail(op, f"key {tuple(key.shape)} and value {tuple(value.shape)} shapes must be identical")
         if sq > 1 and d % 16:
             _fail(op, f"head dim {d} must be 16-aligned for float16/bfloat16 inputs")
+        if n > 256 or d > 512:
+            _fail(op, f"N={n} / D={d} out of range (N <= 256, D <= 512)")
+        if sq > 1 and in_layout in ("BSH", "BSND") and n * d >= 65535:
+            _fail(op, f"N*D = {n * d} must be < 65535 for input_layout {input_layout}")
         if sq == 1 and inner_precise not in (0, 1):
             _fail(op, f"inner_precise {inner_precise} is not supported when Q_S == 1 (0 or 1 only)")
         if inner_precise not in (0, 1, 2, 3):
@@ -493,6 +504,8 @@ class EmulatedTorchNpu:
     def npu_swiglu(self, dim=-1):
         op = "npu_swiglu"
         _check_dtypes(op, _NPU_FLOATS, self=self)
+        if not self.is_contiguous():   # op-plugin docs: 不支持非连续的Tensor
+            _fail(op, "input is not contiguous (non-contiguous tensors are not supported)")
         if self.shape[dim] % 2:
             _fail(op, f"size {self.shape[dim]} along dim {dim} must be even")
         a, b = self.float().chunk(2, dim=dim)  # swish(A) * B, A = first half
@@ -545,9 +558,9 @@ def _fia_user_mask(op, m, b, sq, skv):
 def _fa_mask(op, atten_mask, sparse_mode, b, n, sq, skv, pre, nxt):
     """FA (non-varlen) masked positions, bool broadcastable to [B,N,Sq,Skv], or None."""
     if atten_mask is None:
-        if sparse_mode in (2, 3, 4):
-            _fail(op, f"sparse_mode {sparse_mode} needs the compressed 2048x2048 atten_mask")
-        return None  # no mask: sparse_mode and pre/next tokens have no effect
+        # Documented: "当atten_mask输入为None时, sparse_mode, pre_tockens, next_tockens参数不生效,
+        # 固定为全计算" -- a causal mode without its compressed mask silently attends to every key.
+        return None
     if sparse_mode in (2, 3, 4):
         if not _compressed_causal_ok(atten_mask):
             _fail(op, f"sparse_mode {sparse_mode} expects the compressed 2048x2048 mask with True above "
@@ -564,6 +577,13 @@ def _fa_mask(op, atten_mask, sparse_mode, b, n, sq, skv, pre, nxt):
     m = m.reshape((1, 1) + shape) if m.dim() == 2 else m
     band = _sparse_masked(op, sparse_mode, sq, skv, pre, nxt, True, m.device)
     return m if band is None else m | band[None, None]
+
+
+def _check_fa_limits(op, n, d):
+    if not 1 <= d <= 768:
+        _fail(op, f"head dim D={d} out of range (1..768)")
+    if not 1 <= n <= 256:
+        _fail(op, f"query heads N={n} out of range (1..256)")
 
 
 def _cumulative(op, name, seq, total):
@@ -594,6 +614,7 @@ def _fa_varlen(query, key, value, head_num, pse, atten_mask, scale, pre, nxt, in
     n, nkv = query.shape[1], key.shape[1]
     if n % nkv or key.shape[:2] != value.shape[:2]:
         _fail(op, f"head counts do not fit: query N={n}, key {tuple(key.shape)}, value {tuple(value.shape)}")
+    _check_fa_limits(op, n, query.shape[-1])
     qc = _cumulative(op, "actual_seq_qlen", actual_seq_qlen, query.shape[0])
     kc = _cumulative(op, "actual_seq_kvlen", actual_seq_kvlen, key.shape[0])
     if len(qc) != len(kc):
@@ -616,8 +637,7 @@ def _fa_varlen(query, key, value, head_num, pse, atten_mask, scale, pre, nxt, in
                 _fail(op, "varlen atten_mask must not mask a whole row (padding rows are not supported)")
         else:
             raise EmulatorLimitation(f"{op}: sparse_mode {sparse_mode} is not modelled")
-    elif sparse_mode in (2, 3, 4, 7, 8):
-        _fail(op, f"sparse_mode {sparse_mode} needs the compressed 2048x2048 atten_mask")
+    # atten_mask None: sparse_mode and pre/next tockens have no effect, full attention (documented).
     outs, mxs, sms = [], [], []
     q0 = k0 = 0
     for ql, kl in zip(qlens, kvlens):

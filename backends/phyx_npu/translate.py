@@ -36,6 +36,10 @@ SPARSE_NONE = 0              # defaultMask: full user mask (or none)
 SPARSE_CAUSAL_TOP_LEFT = 2   # leftUpCausal == torch SDPA is_causal. (3 is bottom-right.)
 ROW_CORRECTION = 2           # inner_precise: compute invalid (fully masked) rows
 COMPRESSED = 2048
+# Documented shape limits (torch_npu 2.14 _op_plugin_docs.py): FA D 1..768, Nq 1..256;
+# FIA (Q_S > 1) D <= 512, N <= 256, N*D < 65535 in BSH/BSND.
+FA_MAX_D, FA_MAX_HEADS = 768, 256
+FIA_MAX_D, FIA_MAX_HEADS, FIA_MAX_ND = 512, 256, 65535
 ROPE_MODE = {"adjacent": "interleave", "half": "half"}
 
 
@@ -166,6 +170,7 @@ class NpuKernels:
                   and q.dtype in (torch.float16, torch.bfloat16)
                   and pse_f is None                      # FIA's pse_shift order is undocumented
                   and D % 16 == 0 and Nq // Nkv <= 64
+                  and D <= FIA_MAX_D and Nq <= FIA_MAX_HEADS and Nq * D < FIA_MAX_ND
                   and (keep is None or keep.shape[1] == 1)   # FIA has no per-head mask
                   and Sq > 1)                            # Q_S == 1 ignores sparse_mode / row fix
         if fia_ok:
@@ -175,6 +180,12 @@ class NpuKernels:
                 "attention on this NPU: npu_fusion_attention is not available on this SoC and "
                 "npu_fused_infer_attention_score cannot take this call (training, fp32, additive "
                 "mask, per-head mask, D not 16-aligned or Sq == 1); use policy 'reference'")
+        Dv = v.shape[-1]
+        if not (1 <= D <= FA_MAX_D and Dv <= D and Nq <= FA_MAX_HEADS):
+            raise UnsupportedArgumentError(
+                f"attention on the NPU: npu_fusion_attention takes head_dim 1..{FA_MAX_D} (Dv <= D) "
+                f"and at most {FA_MAX_HEADS} query heads per device, got D={D}, Dv={Dv}, N={Nq}; "
+                f"shard heads over more ranks (tp / sp) or use policy 'reference'")
         if kvlens is not None or qlens is not None:
             # varlen TND takes only a shared SS mask without padded rows: with a user mask,
             # slice K/V per batch element instead (still no dense key-length mask).
@@ -339,7 +350,8 @@ class NpuKernels:
 
     def swiglu(self, x):
         refuse_unsupported_dtypes("swiglu", x)
-        return self.tnpu.npu_swiglu(x, dim=-1)   # swish(first half) * second half == [gate | up]
+        # swish(first half) * second half == [gate | up]; the op takes contiguous tensors only
+        return self.tnpu.npu_swiglu(x.contiguous(), dim=-1)
 
     def gelu(self, x, approximate="none"):
         refuse_unsupported_dtypes("gelu", x)
