@@ -10,10 +10,25 @@ import tempfile
 from pathlib import Path
 
 
-def _default_mode() -> int:
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _default_mode() -> int:
+    return 0o666 & ~_umask()
+
+
+def publish_dir(tmp_dir: str | os.PathLike) -> None:
+    """Give a directory built with tempfile.mkdtemp (0700, files maybe 0600) the permissions a
+    plain mkdir / open would have given, before it is renamed into place."""
+    umask = _umask()
+    os.chmod(tmp_dir, 0o777 & ~umask)
+    for name in os.listdir(tmp_dir):
+        f = os.path.join(tmp_dir, name)
+        if os.path.isfile(f):
+            os.chmod(f, 0o666 & ~umask)
 
 
 @contextlib.contextmanager

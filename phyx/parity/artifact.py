@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from safetensors.torch import load_file, save_file
 
+from phyx.atomic import publish_dir
 from phyx.errors import PhyxError
 from phyx.parity.capture import Capture, Record
 
@@ -193,6 +194,7 @@ def write(run: RunData, path: str, overwrite: bool = False) -> str:
             json.dump(manifest, f, indent=1, default=str)
             f.flush()
             os.fsync(f.fileno())
+        publish_dir(tmp)
         if os.path.exists(path):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
             os.replace(path, os.path.join(old, "a"))
