@@ -104,20 +104,31 @@ def _check_heads(cfg: WanConfig, lay: par.Layout) -> None:
                           f"sp={sp}; choose sp x tp dividing {cfg.num_heads}")
 
 
-class WanSelfAttention(nn.Module):
+class _WanAttention(nn.Module):
+    """q / k / v / o projections (column / row parallel under TP) and the all-heads QK-norm,
+    shared by self- and cross-attention (official key names q, k, v, o, norm_q, norm_k)."""
+
     def __init__(self, cfg: WanConfig, lay: par.Layout):
         super().__init__()
         dim = cfg.dim
         self.heads = cfg.num_heads // lay.tp_size
         self.head_dim = cfg.head_dim
-        self.sp_size = lay.sp_size
         self.q = par.column_linear(dim, dim, lay)
         self.k = par.column_linear(dim, dim, lay)
         self.v = par.column_linear(dim, dim, lay)
         self.o = par.row_linear(dim, dim, lay)
-        norm = (lambda: AllHeadsRMSNorm(dim, cfg.eps, lay.tp_rank, lay.tp_size)) if cfg.qk_norm else nn.Identity
-        self.norm_q = norm()
-        self.norm_k = norm()
+        self.norm_q = self._qk_norm(cfg, lay)
+        self.norm_k = self._qk_norm(cfg, lay)
+
+    @staticmethod
+    def _qk_norm(cfg: WanConfig, lay: par.Layout) -> nn.Module:
+        return AllHeadsRMSNorm(cfg.dim, cfg.eps, lay.tp_rank, lay.tp_size) if cfg.qk_norm else nn.Identity()
+
+
+class WanSelfAttention(_WanAttention):
+    def __init__(self, cfg: WanConfig, lay: par.Layout):
+        super().__init__(cfg, lay)
+        self.sp_size = lay.sp_size
 
     def forward(self, x, cos, sin, valid_len):
         b, s = x.shape[:2]
@@ -130,27 +141,18 @@ class WanSelfAttention(nn.Module):
         return self.o(out.flatten(2))
 
 
-class WanCrossAttention(nn.Module):
+class WanCrossAttention(_WanAttention):
     """Cross attention to the text tokens; with `image_branch`, Wan2.1 i2v's extra attention to
     CLIP tokens (k_img / v_img / norm_k_img) added before the output projection."""
 
     def __init__(self, cfg: WanConfig, lay: par.Layout, image_branch: bool):
-        super().__init__()
+        super().__init__(cfg, lay)
         dim = cfg.dim
-        self.heads = cfg.num_heads // lay.tp_size
-        self.head_dim = cfg.head_dim
-        self.q = par.column_linear(dim, dim, lay)
-        self.k = par.column_linear(dim, dim, lay)
-        self.v = par.column_linear(dim, dim, lay)
-        self.o = par.row_linear(dim, dim, lay)
-        norm = (lambda: AllHeadsRMSNorm(dim, cfg.eps, lay.tp_rank, lay.tp_size)) if cfg.qk_norm else nn.Identity
-        self.norm_q = norm()
-        self.norm_k = norm()
         self.image_branch = image_branch
         if image_branch:
             self.k_img = par.column_linear(dim, dim, lay)
             self.v_img = par.column_linear(dim, dim, lay)
-            self.norm_k_img = norm()
+            self.norm_k_img = self._qk_norm(cfg, lay)
 
     def _heads(self, t):
         return t.view(t.shape[0], t.shape[1], self.heads, self.head_dim)
