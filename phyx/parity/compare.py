@@ -91,6 +91,14 @@ class LayerRow:
         vals = [m[metric] for m in src.values() if m and metric in m]
         return max(vals) if vals else None
 
+    def summary(self) -> tuple[float | None, float | None, float | None, float | None]:
+        """(worst local rel_l2, worst accumulated rel_l2, min cosine, worst oracle B/A ratio);
+        None where there is nothing to show. Every report format prints these four."""
+        cos = [m["cosine"] for m in (self.local or self.accumulated).values()]
+        return (self.worst("local") if self.local else None, self.worst("accumulated"),
+                min(cos) if cos else None,
+                max((o["ratio_b_over_a"] for o in self.oracle.values()), default=None))
+
 
 @dataclass
 class CompareReport:
@@ -267,15 +275,12 @@ def format_compare(rep: CompareReport, max_rows: int | None = None) -> str:
     lines += [hdr, "-" * len(hdr)]
     rows = rep.rows if max_rows is None else rep.rows[:max_rows]
     for r in rows:
-        local = r.worst("local") if r.local else None
-        acc = r.worst("accumulated")
-        cos = [m["cosine"] for m in (r.local or r.accumulated).values()]
-        ratio = max((o["ratio_b_over_a"] for o in r.oracle.values()), default=None)
+        local, acc, cos, ratio = r.summary()
         mark = "  <-- first divergence" if r.name == rep.first_divergence else ""
         lines.append(f"{r.idx:>3} {r.name[:39]:<40}{r.evidence:<12}"
                      f"{'-' if local is None else format(local, '10.2e'):>10}"
                      f"{'-' if acc is None else format(acc, '10.2e'):>10}"
-                     f"{'-' if not cos else format(min(cos), '13.9f'):>13}"
+                     f"{'-' if cos is None else format(cos, '13.9f'):>13}"
                      f"{'-' if ratio is None else format(ratio, '11.2f'):>11}  {r.status}{mark}"
                      + (f"\n      {r.reason}" if r.status == M.FAIL else ""))
     for k, o in rep.outputs.items():

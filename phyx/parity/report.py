@@ -85,13 +85,10 @@ def compare_markdown(rep: CompareReport, plot: str | None = None) -> str:
     out += ["", "| # | layer | evidence | local rel_l2 | accumulated rel_l2 | min cosine | oracle B/A | verdict |",
             "|---|---|---|---|---|---|---|---|"]
     for r in rep.rows:
-        loc = r.worst("local") if r.local else None
-        acc = r.worst("accumulated")
-        cos = [m["cosine"] for m in (r.local or r.accumulated).values()]
-        ratio = max((o["ratio_b_over_a"] for o in r.oracle.values()), default=None)
+        loc, acc, cos, ratio = r.summary()
         out.append(f"| {r.idx} | `{r.name}` | {r.evidence} | {'-' if loc is None else f'{loc:.2e}'} | "
                    f"{'-' if acc is None else f'{acc:.2e}'} | "
-                   f"{'-' if not cos else f'{min(cos):.9f}'} | {'-' if ratio is None else f'{ratio:.2f}'} | "
+                   f"{'-' if cos is None else f'{cos:.9f}'} | {'-' if ratio is None else f'{ratio:.2f}'} | "
                    f"{'**' + r.status + '**' if r.status == M.FAIL else r.status} |")
     for k, o in rep.outputs.items():
         d = o["drift"]
@@ -144,16 +141,13 @@ def compare_html(rep: CompareReport, plot: str | None = None) -> str:
                 "<th>accumulated rel_l2</th><th>min cosine</th><th>oracle B/A</th><th>verdict</th>"
                 "<th>reason</th></tr>")
     for r in rep.rows:
-        loc = r.worst("local") if r.local else None
-        acc = r.worst("accumulated")
-        cos = [m["cosine"] for m in (r.local or r.accumulated).values()]
-        ratio = max((o["ratio_b_over_a"] for o in r.oracle.values()), default=None)
+        loc, acc, cos, ratio = r.summary()
         mark = " &larr; first divergence" if r.name == rep.first_divergence else ""
         body.append(f"<tr class='{r.status}'><td class='num'>{r.idx}</td><td><code>{e(r.name)}</code>"
                     f"{mark}</td><td>{r.evidence}</td>"
                     f"<td class='num'>{'-' if loc is None else f'{loc:.2e}'}</td>"
                     f"<td class='num'>{'-' if acc is None else f'{acc:.2e}'}</td>"
-                    f"<td class='num'>{'-' if not cos else f'{min(cos):.9f}'}</td>"
+                    f"<td class='num'>{'-' if cos is None else f'{cos:.9f}'}</td>"
                     f"<td class='num'>{'-' if ratio is None else f'{ratio:.2f}'}</td>"
                     f"<td>{r.status}</td><td>{e(r.reason)}</td></tr>")
     body.append("</table>")
