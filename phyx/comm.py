@@ -154,8 +154,10 @@ _REDUCE_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "product": "PRODUCT"}
 # That decides the backward of a sum: identity when what follows is replicated, a sum of the
 # ranks' gradients when it is sharded.
 
-def _all_reduce_raw(t: torch.Tensor, op: str, group) -> torch.Tensor:
-    out = t.detach().clone(memory_format=torch.contiguous_format)  # never reduce the caller's tensor in place
+def _all_reduce_raw(t: torch.Tensor, op: str, group, inplace: bool = False) -> torch.Tensor:
+    # The caller's tensor is reduced in place only when it says the tensor is its own temporary
+    # (a row-parallel partial product): that saves a copy per layer on the hot path.
+    out = t if inplace and t.is_contiguous() else t.detach().clone(memory_format=torch.contiguous_format)
     try:
         dist.all_reduce(out, op=getattr(dist.ReduceOp, _REDUCE_OPS.get(op, "SUM")), group=group)
     except Exception as e:
@@ -190,15 +192,18 @@ def _all_to_all_raw(x: torch.Tensor, scatter_dim: int, gather_dim: int, group) -
 
 class _AllReduceSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, t, group, grad):
+    def forward(ctx, t, group, grad, inplace):
         ctx.group, ctx.grad = group, grad
-        return _all_reduce_raw(t, "sum", group)
+        out = _all_reduce_raw(t, "sum", group, inplace)
+        if out is t:
+            ctx.mark_dirty(t)
+        return out
 
     @staticmethod
     def backward(ctx, g):
         if ctx.grad == "sum":
             g = _all_reduce_raw(g, "sum", ctx.group)
-        return g, None, None
+        return g, None, None, None
 
 
 class _CopyToGroup(torch.autograd.Function):
@@ -243,13 +248,14 @@ class _AllToAll4d(torch.autograd.Function):
         return _all_to_all_raw(g, gather_dim, scatter_dim, ctx.group), None, None, None
 
 
-def all_reduce(t: torch.Tensor, op: str = "sum", group=None, *, grad: str = "identity") -> torch.Tensor:
+def all_reduce(t: torch.Tensor, op: str = "sum", group=None, *, grad: str = "identity",
+               inplace: bool = False) -> torch.Tensor:
     """Reduce `t` over `group`; returns the result ('avg' is sum then divide, never ReduceOp.AVG).
 
     For sum / avg the result is differentiable: grad='identity' when what follows is replicated
     on every rank (row-parallel outputs), grad='sum' when what follows is sharded (statistics
     that feed each rank's own slice, as in the all-heads RMSNorm). max / min / product carry no
-    gradient."""
+    gradient. inplace=True lets a caller that owns `t` (a fresh temporary) skip the copy."""
     if op not in _REDUCE_OPS and op != "avg":
         raise ValueError(f"all_reduce op must be one of {sorted(_REDUCE_OPS) + ['avg']}, got {op!r}")
     if grad not in ("identity", "sum"):
@@ -258,7 +264,7 @@ def all_reduce(t: torch.Tensor, op: str = "sum", group=None, *, grad: str = "ide
     if n == 1:
         return t
     if op in ("sum", "avg"):
-        out = _AllReduceSum.apply(t, group, grad)
+        out = _AllReduceSum.apply(t, group, grad, inplace)
         return out / n if op == "avg" else out
     return _all_reduce_raw(t, op, group)
 

@@ -28,6 +28,11 @@ def _collectives():
     out["sum"] = comm.all_reduce(x.clone())
     out["avg"] = comm.all_reduce(x.clone(), op="avg")
     out["max"] = comm.all_reduce(x.clone(), op="max")
+    kept = x.clone()
+    comm.all_reduce(kept)
+    out["caller_tensor_kept"] = torch.equal(kept, x)  # no in-place reduce unless asked
+    owned = x.clone()
+    out["inplace_is_same"] = comm.all_reduce(owned, inplace=True) is owned
     out["gather0"] = comm.all_gather(x, dim=0)
     out["gather1"] = comm.all_gather(x, dim=1)
     out["bcast"] = comm.broadcast(x.clone(), src=1)
@@ -58,6 +63,7 @@ def test_collectives(pool):
         torch.testing.assert_close(o["bcast"], x1)
         assert o["ring"].item() == float((r - 1) % WORLD)
         assert o["a2a_ok"] and o["a2a_back_ok"]
+        assert o["caller_tensor_kept"] and o["inplace_is_same"]
         assert o["backend"] == pool.env["PHYX_BACKEND"]  # the ranks really run that backend
 
 

@@ -98,7 +98,7 @@ class RowParallelLinear(nn.Linear):
         if not self.input_is_parallel:
             # a replicated input cut to this rank's columns: its gradient is gathered back
             x = comm.copy_to_group(x, self.tp_group).chunk(self.tp_size, dim=-1)[self.tp_rank]
-        y = comm.all_reduce(F.linear(x, self.weight), group=self.tp_group)
+        y = comm.all_reduce(F.linear(x, self.weight), group=self.tp_group, inplace=True)
         return y + self.bias if self.bias is not None else y
 
 
