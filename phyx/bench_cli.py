@@ -1,5 +1,5 @@
-"""`phyx bench ...`: op and model-step benchmarks writing one JSON per machine, and `merge`
-building the cross-machine (GPU vs NPU) table from such files."""
+"""`phyx bench ...`: op and model-step benchmarks writing one JSON per machine, `merge`
+building the cross-machine (GPU vs NPU) table from such files, and `plot` drawing them."""
 from __future__ import annotations
 
 import sys
@@ -67,6 +67,23 @@ def _cmd_merge(args) -> int:
     return 0
 
 
+def _cmd_plot(args) -> int:
+    from phyx.bench.plots import plot_file
+
+    seen = {}
+    for path in args.files:
+        written = plot_file(path, args.out)
+        if not written:
+            print(f"{path}: nothing to plot (no attention, fused, models or multi-GPU numbers)",
+                  file=sys.stderr)
+        for png in written:
+            if png in seen:  # same file name from another directory: the later one won
+                print(f"warning: {png} of {path} replaced the one of {seen[png]}", file=sys.stderr)
+            seen[png] = path
+            print(png)
+    return 0
+
+
 def _common(p):
     p.add_argument("--backend", default=None, help="phyx backend (default: PHYX_BACKEND / autodetect)")
     p.add_argument("--policy", default=None, choices=["reference", "fast"])
@@ -75,7 +92,8 @@ def _common(p):
 
 
 def register(sub) -> None:
-    pb = sub.add_parser("bench", help="op and model-step benchmarks; merge results across machines")
+    pb = sub.add_parser("bench", help="op and model-step benchmarks; merge results across "
+                                      "machines; plot them")
     bs = pb.add_subparsers(dest="bench_cmd", required=True)
 
     po = bs.add_parser("ops", help="attention TFLOP/s, fused ops GB/s, device ceilings, dispatch overhead")
@@ -100,3 +118,9 @@ def register(sub) -> None:
     pg.add_argument("files", nargs="+")
     pg.add_argument("--out", default=None, help="write the markdown table here")
     pg.set_defaults(func=_cmd_merge)
+
+    pp = bs.add_parser("plot", help="PNG plots (attention, fused ops, model steps, multi-GPU "
+                                    "speed-up) from result JSON files")
+    pp.add_argument("files", nargs="+", help="JSON written by bench ops / models or benchmarks/multi_gpu")
+    pp.add_argument("--out", required=True, metavar="DIR", help="directory for the PNG files")
+    pp.set_defaults(func=_cmd_plot)
