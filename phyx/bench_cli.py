@@ -46,7 +46,8 @@ def _cmd_models(args) -> int:
     _setup(args)
     models = args.models.split(",") if args.models else None
     result = run_models(models=models, modes=args.modes.split(","), quick=args.quick,
-                        peer=not args.no_peer, peak_tflops=args.peak_tflops)
+                        peer=not args.no_peer, peak_tflops=args.peak_tflops, layers=args.layers,
+                        breakdown=args.breakdown)
     return _finish(result, args)
 
 
@@ -110,6 +111,10 @@ def register(sub) -> None:
     pm.add_argument("--models", default=None, help="comma list (default: all available)")
     pm.add_argument("--modes", default="forward,train", help="forward and/or train (fwd+bwd)")
     pm.add_argument("--no-peer", action="store_true", help="skip the diffusers comparison")
+    pm.add_argument("--layers", type=int, default=None,
+                    help="build only the first N blocks of each model (default: all)")
+    pm.add_argument("--breakdown", action="store_true",
+                    help="also profile one step: device time per kernel category and the top kernels")
     pm.add_argument("--peak-tflops", type=float, default=None,
                     help="matmul peak for MFU (default: measured in the same run)")
     pm.set_defaults(func=_cmd_models)

@@ -11,7 +11,16 @@ a user who asked for the NPU must not get a green run that never touched it.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
+
+# Without a GPU, Triton kernels can only run through Triton's interpreter (numpy on the CPU),
+# and that must be chosen before triton is first imported: its own library functions are
+# decorated at import time. tests/test_triton_kernels.py relies on it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture

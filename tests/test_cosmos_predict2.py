@@ -227,3 +227,29 @@ def test_presets_and_bad_inputs(saved):
     with pytest.raises(ValueError, match="max size"):
         ours(torch.randn(1, 4, 1, 8, 80), torch.tensor([0.1]), text)
     json.loads(json.dumps(cp.PRESETS["2B-Video2World"].to_diffusers_dict()))
+
+
+def test_per_frame_view_equals_per_token_index():
+    """The frame-broadcast view (one device) and the per-token index (Ulysses shards) apply the
+    same per-frame values: identical numbers, forward and backward."""
+    from phyx.models.cosmos_predict2.model import PerFrame
+
+    B, T, HW, C = 2, 3, 5, 8
+    x = torch.randn(B, T * HW, C, requires_grad=True)
+    y = torch.randn(B, T * HW, C, dtype=torch.bfloat16)
+    shift, scale, gate = (torch.randn(B, T, C, requires_grad=True) for _ in range(3))
+    idx = torch.arange(T).repeat_interleave(HW)
+    outs, grads = [], []
+    for frames in (PerFrame(T, HW), PerFrame(T, HW, idx)):
+        with torch.enable_grad():  # this module runs under no_grad
+            out = frames.gated_residual(frames.modulate(x, shift, scale), y, gate)
+            out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([t.grad.clone() for t in (x, shift, scale, gate)])
+        for t in (x, shift, scale, gate):
+            t.grad = None
+    assert torch.equal(outs[0], outs[1])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="do not make 3 frames"):
+        PerFrame(T, HW).modulate(x[:, :-1], shift, scale)

@@ -8,9 +8,16 @@ on the same device:
   bit-identical to eager.
 - modulate: (1 + scale), x * that, + shift, each rounded to the dtype torch would promote to:
   bit-identical to eager, in one pass instead of three.
-Forward only: when autograd needs a gradient the wrapper runs the eager reference instead
-(the kernels would otherwise cut the graph). Shapes a kernel does not cover also run the
-reference: the op's meaning never changes, only which code computes it.
+Under autograd each op is a torch.autograd.Function with its own backward, so the training step
+(forward, checkpoint recompute and backward) runs fused kernels too:
+- rms_norm: a Triton backward kernel (per-row rstd saved by the forward; the weight gradient
+  accumulated in fp32 per program, then summed);
+- rope: the inverse rotation, i.e. the same kernel with sin negated (exact: only a sign flips);
+  only the cos/sin tables are saved, not the activations;
+- modulate: the forward kernel, and a backward in torch ops with eager's roundings.
+Gradients with respect to the RoPE tables are not computed here: tables that require grad run
+the eager reference. Shapes a kernel does not cover also run the reference: the op's meaning
+never changes, only which code computes it.
 """
 from __future__ import annotations
 
@@ -30,13 +37,16 @@ _TL = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.
 
 # --------------------------------------------------------------------------- RMSNorm
 @triton.jit
-def _rms_norm_kernel(X, W, Y, n_rows, n_cols, stride_x, stride_y, eps,
-                     HAS_W: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+def _rms_norm_kernel(X, W, Y, RSTD, n_rows, n_cols, stride_x, stride_y, eps,
+                     HAS_W: tl.constexpr, SAVE_RSTD: tl.constexpr, ROWS: tl.constexpr,
+                     BLOCK: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK)
     m = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
     x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=m, other=0.0).to(tl.float32)
     rstd = tl.math.rsqrt(tl.sum(x * x, axis=1) / n_cols + eps)
+    if SAVE_RSTD:
+        tl.store(RSTD + rows, rstd, mask=rows < n_rows)
     y = (x * rstd[:, None]).to(X.dtype.element_ty)  # round to x.dtype before the weight
     if HAS_W:
         w = tl.load(W + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
@@ -46,32 +56,97 @@ def _rms_norm_kernel(X, W, Y, n_rows, n_cols, stride_x, stride_y, eps,
     tl.store(Y + rows[:, None] * stride_y + cols[None, :], out, mask=m)
 
 
+@triton.jit
+def _rms_norm_bwd_kernel(X, W, GY, RSTD, GX, GW_PART, n_rows, n_cols, stride_x, stride_gy, stride_gx,
+                         HAS_W: tl.constexpr, ROWS_PER_PROG: tl.constexpr, BLOCK: tl.constexpr):
+    # One program walks a chunk of rows; the weight gradient stays in fp32 registers and is
+    # written once per program (summed over programs on the host).
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    cm = cols < n_cols
+    if HAS_W:
+        w = tl.load(W + cols, mask=cm, other=0.0).to(tl.float32)
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(0, ROWS_PER_PROG):
+        row = pid * ROWS_PER_PROG + i
+        rm = cm & (row < n_rows)
+        x = tl.load(X + row * stride_x + cols, mask=rm, other=0.0).to(tl.float32)
+        g = tl.load(GY + row * stride_gy + cols, mask=rm, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + row, mask=row < n_rows, other=0.0)
+        xhat = x * rstd
+        if HAS_W:
+            # forward: out = round(xhat) * w, so d out / d w = round(xhat)
+            acc += g * xhat.to(X.dtype.element_ty).to(tl.float32)
+            g = g * w
+        dot = tl.sum(g * xhat, axis=0) / n_cols
+        gx = (g - xhat * dot) * rstd
+        tl.store(GX + row * stride_gx + cols, gx.to(GX.dtype.element_ty), mask=rm)
+    if HAS_W:
+        tl.store(GW_PART + pid * n_cols + cols, acc, mask=cm)
+
+
 _MAX_RMS_COLS = 16384
+_BWD_PROGRAMS = 1024  # rows are spread over at most this many programs in backward
+
+
+def _rms_norm_launch(x2, weight, eps, out_dtype, save_rstd):
+    n = x2.shape[-1]
+    y = torch.empty(x2.shape, dtype=out_dtype, device=x2.device)
+    rstd = torch.empty(x2.shape[0], dtype=torch.float32, device=x2.device) if save_rstd else y
+    block = triton.next_power_of_2(n)
+    rows = max(1, min(64, 4096 // block))
+    grid = (triton.cdiv(x2.shape[0], rows),)
+    _rms_norm_kernel[grid](x2, weight if weight is not None else x2, y, rstd, x2.shape[0], n,
+                           x2.stride(0), y.stride(0), eps, HAS_W=weight is not None,
+                           SAVE_RSTD=save_rstd, ROWS=rows, BLOCK=block,
+                           num_warps=4 if block * rows <= 4096 else 8)
+    return y, (rstd if save_rstd else None)
+
+
+class _RMSNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x2, weight, eps, out_dtype):
+        y, rstd = _rms_norm_launch(x2, weight, eps, out_dtype, save_rstd=True)
+        ctx.save_for_backward(x2, weight, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x2, weight, rstd = ctx.saved_tensors
+        gy = gy if gy.stride(-1) == 1 else gy.contiguous()
+        n_rows, n = x2.shape
+        gx = torch.empty_like(x2)
+        per_prog = triton.next_power_of_2(triton.cdiv(n_rows, _BWD_PROGRAMS))  # few compiled variants
+        n_prog = triton.cdiv(n_rows, per_prog)
+        has_w = weight is not None
+        gw_part = torch.empty((n_prog, n), dtype=torch.float32, device=x2.device) if has_w else gx
+        block = triton.next_power_of_2(n)
+        _rms_norm_bwd_kernel[(n_prog,)](x2, weight if has_w else x2, gy, rstd, gx, gw_part, n_rows, n,
+                                        x2.stride(0), gy.stride(0), gx.stride(0), HAS_W=has_w,
+                                        ROWS_PER_PROG=per_prog, BLOCK=block, num_warps=4 if block <= 2048 else 8)
+        gw = gw_part.sum(0).to(weight.dtype) if has_w and ctx.needs_input_grad[1] else None
+        return gx, gw, None, None
 
 
 def rms_norm(x, weight=None, eps=1e-6):
     n = x.shape[-1]
-    if (_needs_grad(x, weight) or x.dtype not in _TL or n > _MAX_RMS_COLS or x.numel() == 0
+    if (x.dtype not in _TL or n > _MAX_RMS_COLS or x.numel() == 0
             or (weight is not None and (weight.shape != (n,) or weight.dtype not in _TL))):
         return reference.rms_norm(x, weight, eps)
     x2 = x.reshape(-1, n)
-    if x2.stride(-1) != 1:
+    if x2.stride(-1) != 1 or (x2.shape[0] > 1 and x2.stride(0) != n):
         x2 = x2.contiguous()
     out_dtype = x.dtype if weight is None else torch.promote_types(x.dtype, weight.dtype)
-    y = torch.empty(x2.shape, dtype=out_dtype, device=x.device)
-    block = triton.next_power_of_2(n)
-    rows = max(1, min(64, 4096 // block))
-    grid = (triton.cdiv(x2.shape[0], rows),)
-    _rms_norm_kernel[grid](x2, weight if weight is not None else x2, y, x2.shape[0], n,
-                           x2.stride(0), y.stride(0), eps, HAS_W=weight is not None,
-                           ROWS=rows, BLOCK=block, num_warps=4 if block * rows <= 4096 else 8)
-    return y.view(x.shape)
+    if _needs_grad(x, weight):
+        return _RMSNormFn.apply(x2, weight, eps, out_dtype).view(x.shape)
+    return _rms_norm_launch(x2, weight, eps, out_dtype, save_rstd=False)[0].view(x.shape)
 
 
 # --------------------------------------------------------------------------- RoPE
 @triton.jit
 def _rope_kernel(X, COS, SIN, Y, S, H, D2, sxb, sxs, sxh, syb, sys, syh, scb, scs,
-                 HALF: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D2: tl.constexpr):
+                 HALF: tl.constexpr, INVERSE: tl.constexpr, BLOCK_H: tl.constexpr,
+                 BLOCK_D2: tl.constexpr):
     pid = tl.program_id(0)
     b = pid // S
     s = pid % S
@@ -80,6 +155,8 @@ def _rope_kernel(X, COS, SIN, Y, S, H, D2, sxb, sxs, sxh, syb, sys, syh, scb, sc
     jm = j < D2
     c = tl.load(COS + b * scb + s * scs + j, mask=jm, other=0.0)[None, :]
     sn = tl.load(SIN + b * scb + s * scs + j, mask=jm, other=0.0)[None, :]
+    if INVERSE:  # rotation by -angle: the gradient of a rotation (negation is exact)
+        sn = -sn
     m = (h[:, None] < H) & jm[None, :]
     xb = X + b * sxb + s * sxs + h[:, None] * sxh
     yb = Y + b * syb + s * sys + h[:, None] * syh
@@ -99,6 +176,8 @@ def _rope_kernel(X, COS, SIN, Y, S, H, D2, sxb, sxs, sxh, syb, sys, syh, scb, sc
         half = d // 2
         cf = tl.load(COS + b * scb + s * scs + half, mask=d < 2 * D2, other=0.0)[None, :]
         sf = tl.load(SIN + b * scb + s * scs + half, mask=d < 2 * D2, other=0.0)[None, :]
+        if INVERSE:
+            sf = -sf
         xv = tl.load(xb + d[None, :], mask=dm, other=0.0).to(tl.float32)
         xp = tl.load(xb + (d ^ 1)[None, :], mask=dm, other=0.0).to(tl.float32)
         sign = tl.where((d % 2) == 0, -1.0, 1.0)[None, :]
@@ -106,22 +185,13 @@ def _rope_kernel(X, COS, SIN, Y, S, H, D2, sxb, sxs, sxh, syb, sys, syh, scb, sc
         tl.store(yb + d[None, :], out.to(Y.dtype.element_ty), mask=dm)
 
 
-def rope(x, cos, sin, style="adjacent"):
-    if style not in ("adjacent", "half"):
-        raise ValueError(f"rope style must be 'adjacent' or 'half', got {style!r}")
-    if (_needs_grad(x) or x.dtype not in _TL or cos.dtype != torch.float32
-            or sin.dtype != torch.float32 or x.numel() == 0):
-        return reference.rope(x, cos, sin, style)
+def _rope_launch(x, c, s, style, inverse):
     B, S, H, D = x.shape
     if x.stride(-1) != 1:
         x = x.contiguous()
-    c = cos.contiguous()
-    s = sin.contiguous()
     if c.dim() == 2:
         scb, scs = 0, c.stride(0)
     else:
-        if c.shape[0] != B:
-            return reference.rope(x, cos, sin, style)
         scb, scs = c.stride(0), c.stride(1)
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     d2 = D // 2
@@ -130,9 +200,35 @@ def rope(x, cos, sin, style="adjacent"):
     grid = (B * S, triton.cdiv(H, block_h))
     _rope_kernel[grid](x, c, s, y, S, H, d2, x.stride(0), x.stride(1), x.stride(2),
                        y.stride(0), y.stride(1), y.stride(2), scb, scs,
-                       HALF=style == "half", BLOCK_H=block_h, BLOCK_D2=block_d2,
+                       HALF=style == "half", INVERSE=inverse, BLOCK_H=block_h, BLOCK_D2=block_d2,
                        num_warps=8 if block_h * block_d2 >= 2048 else 4, enable_fp_fusion=False)
     return y
+
+
+class _RopeFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, c, s, style):
+        ctx.save_for_backward(c, s)
+        ctx.style = style
+        return _rope_launch(x, c, s, style, inverse=False)
+
+    @staticmethod
+    def backward(ctx, gy):
+        c, s = ctx.saved_tensors
+        return _rope_launch(gy, c, s, ctx.style, inverse=True), None, None, None
+
+
+def rope(x, cos, sin, style="adjacent"):
+    if style not in ("adjacent", "half"):
+        raise ValueError(f"rope style must be 'adjacent' or 'half', got {style!r}")
+    if (x.dtype not in _TL or cos.dtype != torch.float32 or sin.dtype != torch.float32
+            or x.numel() == 0 or (cos.dim() == 3 and cos.shape[0] != x.shape[0])
+            or (torch.is_grad_enabled() and (cos.requires_grad or sin.requires_grad))):
+        return reference.rope(x, cos, sin, style)
+    c, s = cos.contiguous(), sin.contiguous()
+    if _needs_grad(x):
+        return _RopeFn.apply(x, c, s, style)
+    return _rope_launch(x, c, s, style, inverse=False)
 
 
 # --------------------------------------------------------------------------- modulate
@@ -157,20 +253,7 @@ def _modulate_kernel(X, SHIFT, SCALE, Y, n_rows, L, C,
     tl.store(Y + r[:, None] * C + col[None, :], out.to(Y.dtype.element_ty), mask=m)
 
 
-def modulate(x, shift, scale):
-    if (_needs_grad(x, shift, scale) or not isinstance(shift, torch.Tensor)
-            or not isinstance(scale, torch.Tensor) or x.dim() not in (2, 3)
-            or shift.dim() == 0 or scale.dim() == 0
-            or any(t.dtype not in _TL for t in (x, shift, scale)) or x.numel() == 0):
-        return reference.modulate(x, shift, scale)
-    t2_dtype = torch.promote_types(x.dtype, scale.dtype)
-    out_dtype = torch.promote_types(t2_dtype, shift.dtype)
-    try:
-        shape = torch.broadcast_shapes(x.shape, shift.shape, scale.shape)
-    except RuntimeError:
-        return reference.modulate(x, shift, scale)  # let the reference raise torch's message
-    if shape != x.shape:
-        return reference.modulate(x, shift, scale)
+def _modulate_launch(x, shift, scale, out_dtype, t2_dtype):
     x3 = x if x.dim() == 3 else x[None]
     sh = shift.expand(x.shape)
     sc = scale.expand(x.shape)
@@ -185,3 +268,43 @@ def modulate(x, shift, scale):
                            T1=_TL[scale.dtype], T2=_TL[t2_dtype], ROWS=rows, BLOCK_C=block_c,
                            num_warps=4, enable_fp_fusion=False)
     return y.view(x.shape)
+
+
+class _ModulateFn(torch.autograd.Function):
+    """Backward with eager's roundings: out = round_T2(x * round_T1(1 + scale)) + shift."""
+
+    @staticmethod
+    def forward(ctx, x, shift, scale, out_dtype, t2_dtype):
+        ctx.save_for_backward(x, scale)
+        ctx.shift_meta = (shift.shape, shift.dtype)
+        ctx.t2_dtype = t2_dtype
+        return _modulate_launch(x, shift, scale, out_dtype, t2_dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, scale = ctx.saved_tensors
+        shift_shape, shift_dtype = ctx.shift_meta
+        need_x, need_shift, need_scale = ctx.needs_input_grad[:3]
+        g2 = g.to(ctx.t2_dtype)
+        gx = (g2 * (1 + scale)).to(x.dtype) if need_x else None
+        gscale = (g2 * x).sum_to_size(scale.shape).to(scale.dtype) if need_scale else None
+        gshift = g.sum_to_size(shift_shape).to(shift_dtype) if need_shift else None
+        return gx, gshift, gscale, None, None
+
+
+def modulate(x, shift, scale):
+    if (not isinstance(shift, torch.Tensor) or not isinstance(scale, torch.Tensor)
+            or x.dim() not in (2, 3) or shift.dim() == 0 or scale.dim() == 0
+            or any(t.dtype not in _TL for t in (x, shift, scale)) or x.numel() == 0):
+        return reference.modulate(x, shift, scale)
+    t2_dtype = torch.promote_types(x.dtype, scale.dtype)
+    out_dtype = torch.promote_types(t2_dtype, shift.dtype)
+    try:
+        shape = torch.broadcast_shapes(x.shape, shift.shape, scale.shape)
+    except RuntimeError:
+        return reference.modulate(x, shift, scale)  # let the reference raise torch's message
+    if shape != x.shape:
+        return reference.modulate(x, shift, scale)
+    if _needs_grad(x, shift, scale):
+        return _ModulateFn.apply(x, shift, scale, out_dtype, t2_dtype)
+    return _modulate_launch(x, shift, scale, out_dtype, t2_dtype)

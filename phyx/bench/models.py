@@ -10,6 +10,7 @@ the values. Numerical agreement of the two implementations is the parity suite's
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 
 import torch
@@ -51,11 +52,21 @@ def _randomise(model, std=0.02):
 
 
 # ------------------------------------------------------------------ model specs
-def _wan(config_name, quick):
+def _with_layers(cfg, field, layers):
+    """The same config with its first `layers` blocks only (profiling and short GPU leases)."""
+    if layers is None:
+        return cfg
+    full = getattr(cfg, field)
+    if not 1 <= layers <= full:
+        raise ValueError(f"layers must be in 1..{full} for this model, got {layers}")
+    return dataclasses.replace(cfg, **{field: layers})
+
+
+def _wan(config_name, quick, layers=None):
     from phyx.models.wan import get_config
     from phyx.models.wan.loading import build_empty, config_to_diffusers
 
-    cfg = get_config("tiny-t2v" if quick else config_name)
+    cfg = _with_layers(get_config("tiny-t2v" if quick else config_name), "num_layers", layers)
     lat = (cfg.in_dim, 3, 8, 8) if quick else WAN_LATENT_480P_81F
     text = (cfg.text_len, cfg.text_dim)
 
@@ -81,10 +92,10 @@ def _wan(config_name, quick):
                 shape={"latent": list(lat), "text": list(text), "tokens": tokens})
 
 
-def _predict2(preset, quick):
+def _predict2(preset, quick, layers=None):
     from phyx.models.cosmos_predict2 import PRESETS, Predict2DiT, tiny_config
 
-    cfg = tiny_config("text2image") if quick else PRESETS[preset]
+    cfg = _with_layers(tiny_config("text2image") if quick else PRESETS[preset], "num_layers", layers)
     lat = (cfg.in_channels, 3, 8, 8) if quick else PREDICT2_LATENT_720P_93F
     text = (8 if quick else 512, cfg.text_embed_dim)
 
@@ -136,10 +147,10 @@ def _cosmos3_diffusers_kwargs(cfg, ids, vis, t, fps=24.0) -> dict:
                 vision_noisy_frame_indexes=[torch.arange(T, device=dev)], return_dict=False)
 
 
-def _cosmos3(quick):
+def _cosmos3(quick, layers=None):
     from phyx.models.cosmos3 import NANO, Cosmos3Omni, tiny_config
 
-    cfg = tiny_config() if quick else NANO
+    cfg = _with_layers(tiny_config() if quick else NANO, "num_hidden_layers", layers)
     C = cfg.latent_channel
     lat = (C, 3, 8, 8) if quick else (C, 24, 44, 80)  # 720p 93 frames through Wan2.2's VAE
     n_text = 16 if quick else 512
@@ -172,9 +183,9 @@ def _cosmos3(quick):
 
 
 MODELS = {
-    "wan2.1-1.3b-480p81f": lambda q: _wan("wan2.1-t2v-1.3b", q),
-    "wan2.1-14b-480p81f": lambda q: _wan("wan2.1-t2v-14b", q),
-    "cosmos-predict2-2b-720p93f": lambda q: _predict2("2B-Text2Image", q),
+    "wan2.1-1.3b-480p81f": lambda q, layers=None: _wan("wan2.1-t2v-1.3b", q, layers),
+    "wan2.1-14b-480p81f": lambda q, layers=None: _wan("wan2.1-t2v-14b", q, layers),
+    "cosmos-predict2-2b-720p93f": lambda q, layers=None: _predict2("2B-Text2Image", q, layers),
     "cosmos3-nano-720p": _cosmos3,
 }
 
@@ -229,7 +240,7 @@ def _count_flops(step) -> tuple[float | None, str | None]:
         return None, f"{type(e).__name__}: {str(e)[:200]}"
 
 
-def _measure(build, inputs, mode, dtype, peak_tflops, iters):
+def _measure(build, inputs, mode, dtype, peak_tflops, iters, breakdown=False):
     dev = phyx.get_backend().device
     model, call = build(dtype)
     args = inputs(dtype)
@@ -259,6 +270,10 @@ def _measure(build, inputs, mode, dtype, peak_tflops, iters):
         rec.update(ms=t["median_ms"], min_ms=t["min_ms"],
                    peak_mem_mb=(dev.max_memory_allocated() - base) / 2**20 if dev.device_type != "cpu" else None,
                    weights_mb=sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20)
+        if breakdown:
+            from phyx.bench.profile import kernel_breakdown
+
+            rec["breakdown"] = kernel_breakdown(step)
         flops, why = _count_flops(step)
         if why:
             rec["flops_error"] = why
@@ -275,7 +290,7 @@ def _measure(build, inputs, mode, dtype, peak_tflops, iters):
 
 
 def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, peak_tflops=None,
-               dtype=torch.bfloat16, log=print) -> dict:
+               dtype=torch.bfloat16, layers=None, breakdown=False, log=print) -> dict:
     from phyx.bench.env import machine_meta
     from phyx.bench.ops import device_peaks
 
@@ -285,9 +300,15 @@ def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, 
         out["peaks"] = device_peaks(quick, log)
         peak_tflops = out["peaks"]["matmul_tflops"]
     out["peak_tflops_for_mfu"] = peak_tflops
+    out["layers"] = layers  # None: every block of the real model
+    unknown = [n for n in (models or []) if n not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
     for name in (models or list(MODELS)):
         try:
-            spec = MODELS[name](quick)
+            spec = MODELS[name](quick, layers=layers)
+        except ValueError:
+            raise  # a bad --layers is the caller's error, not a model that is missing
         except Exception as e:  # noqa: BLE001 - a model not written yet is recorded, not fatal
             out["models"].append({"case": name, "skipped": f"{type(e).__name__}: {e}"})
             log(f"{name}: skipped ({type(e).__name__}: {e})")
@@ -299,7 +320,7 @@ def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, 
                        "dtype": str(dtype).replace("torch.", "")}
                 try:
                     rec.update(_measure(spec[impl], spec["inputs"], mode, dtype, peak_tflops,
-                                        iters=2))
+                                        iters=2, breakdown=breakdown))
                 except torch.OutOfMemoryError as e:
                     rec["error"] = f"out of memory: {str(e)[:160]}"
                 except Exception as e:  # noqa: BLE001
@@ -311,6 +332,9 @@ def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, 
                 log(f"{name} {mode:<7} {impl:<9} " + (
                     f"{rec['ms']:9.1f} ms  MFU {rec.get('mfu', float('nan')):.1%}  peak "
                     f"{(rec.get('peak_mem_mb') or 0) / 1024:.1f} GiB" if "ms" in rec else rec["error"]))
+                if "breakdown" in rec:
+                    log("    " + "  ".join(f"{k} {v:.1f}" for k, v in rec["breakdown"]["ms_per_category"].items())
+                        + f"  (ms, {rec['breakdown']['source']})")
             p, d = per_impl.get("phyx", {}), per_impl.get("diffusers", {})
             if "ms" in p and "ms" in d:
                 p["speedup_vs_diffusers"] = d["ms"] / p["ms"]

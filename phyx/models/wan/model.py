@@ -198,7 +198,9 @@ class WanBlock(nn.Module):
         mod = (self.modulation.float().unsqueeze(0) + e0).unbind(2)   # six [B, 1|S, C], fp32
         shift, scale, gate, c_shift, c_scale, c_gate = mod
         h = ops.modulate(self._norm(x), shift, scale).to(wdt)
-        x = ops.gated_residual(x, self.self_attn(h, cos, sin, valid_len).float(), gate)
+        # the fp32 residual takes the bf16 branch outputs as they are: x + y * gate promotes y
+        # to fp32 inside the op, bit for bit what an explicit y.float() copy would give
+        x = ops.gated_residual(x, self.self_attn(h, cos, sin, valid_len), gate)
         if cam is not None:
             if not self.has_camera:
                 raise LayoutError("camera input given to a model without camera layers "
@@ -206,9 +208,9 @@ class WanBlock(nn.Module):
             hid = self.cam_injector_layer2(ops.silu(self.cam_injector_layer1(cam))) + cam
             x = ops.modulate(x, self.cam_shift_layer(hid).float(), self.cam_scale_layer(hid).float())
         h = (self.norm3(x) if self.norm3 is not None else x).to(wdt)
-        x = x + self.cross_attn(h, context, context_img).float()
+        x = x + self.cross_attn(h, context, context_img)
         h = ops.modulate(self._norm(x), c_shift, c_scale).to(wdt)
-        return ops.gated_residual(x, self.ffn(h).float(), c_gate)
+        return ops.gated_residual(x, self.ffn(h), c_gate)
 
 
 class Head(nn.Module):
