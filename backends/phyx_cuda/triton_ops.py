@@ -69,7 +69,7 @@ def _rms_norm_bwd_kernel(X, W, GY, RSTD, GX, GW_PART, n_rows, n_cols, stride_x, 
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for i in range(0, ROWS_PER_PROG):
         row = pid * ROWS_PER_PROG + i
-        rm = cm & (row < n_rows)
+        rm = cm & ((row + tl.zeros([BLOCK], dtype=tl.int32)) < n_rows)  # a block mask, not scalar & block
         x = tl.load(X + row * stride_x + cols, mask=rm, other=0.0).to(tl.float32)
         g = tl.load(GY + row * stride_gy + cols, mask=rm, other=0.0).to(tl.float32)
         rstd = tl.load(RSTD + row, mask=row < n_rows, other=0.0)
