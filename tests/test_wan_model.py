@@ -242,3 +242,24 @@ def test_bad_inputs_are_clear(tmp_path):
         m(torch.randn(1, 4, 2, 4, 4), t, torch.randn(1, 17, 32))
     with pytest.raises(LayoutError, match="camera"):
         m(torch.randn(1, 4, 2, 4, 4), t, ctx, cam=torch.zeros(1, 384, 2, 4, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_residual_stream_is_contiguous(dtype):
+    """The patch embedding's [B, C, S] output is transposed to tokens; a strided residual stream
+    would make every block's norms copy it and its adds run torch's slow strided kernels."""
+    from phyx.models.wan import get_config
+    from phyx.models.wan.loading import build_empty
+
+    torch.manual_seed(0)
+    m = build_empty(get_config("tiny-t2v"), dtype=dtype, device="cpu")
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.02)
+    seen = []
+    m.blocks[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    cfg = m.cfg
+    with torch.no_grad():
+        m(torch.randn(1, cfg.in_dim, 3, 8, 8, dtype=dtype), torch.tensor([500.0]),
+          torch.randn(1, cfg.text_len, cfg.text_dim, dtype=dtype))
+    assert seen[0].dtype == torch.float32 and seen[0].is_contiguous()

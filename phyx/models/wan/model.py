@@ -356,7 +356,10 @@ class WanModel(CheckpointingMixin, nn.Module):
                               f"the conditioning y concatenated on channels); got {tuple(x.shape)}")
         grid = self._grid(x)
         B, L = x.shape[0], math.prod(grid)
-        tokens = self.patch_embedding(x.to(self.dtype)).flatten(2).transpose(1, 2).float()
+        # [B, C, S] -> [B, S, C] made contiguous here, once: a transposed residual stream would
+        # make every later norm copy it and every add take torch's slow strided path
+        tokens = self.patch_embedding(x.to(self.dtype)).flatten(2).transpose(1, 2)
+        tokens = tokens.contiguous().float()
 
         sin_t, per_token = self.time_embed(t, B, L)
         cos, sin = rope_tables.to_cos_sin(rope_tables.wan_3d(grid, self.cfg.head_dim, max_len=self.cfg.rope_max_len),
