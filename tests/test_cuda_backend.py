@@ -258,6 +258,20 @@ def test_triton_modulate_is_bitwise_eager(cuda, dtype_name):
         assert got.dtype == want.dtype and torch.equal(got, want), (shape, sdt)
 
 
+def test_triton_gated_residual_is_bitwise_eager(cuda):
+    from phyx.ops import reference
+
+    kern = _triton("gated_residual")
+    for xdt, ydt, gdt, gshape in [(torch.float32, torch.bfloat16, torch.float32, (2, 1, 1536)),
+                                  (torch.bfloat16, torch.bfloat16, torch.bfloat16, (2, 129, 1536)),
+                                  (torch.float16, torch.float16, torch.float32, (1536,))]:
+        x = torch.randn(2, 129, 1536, device="cuda", dtype=xdt)
+        y = torch.randn(2, 129, 1536, device="cuda", dtype=ydt)
+        g = torch.randn(gshape, device="cuda", dtype=gdt)
+        got, want = kern.fn(x, y, g), reference.gated_residual(x, y, g)
+        assert got.dtype == want.dtype and torch.equal(got, want), (xdt, ydt, gdt, gshape)
+
+
 def test_triton_ops_keep_autograd(cuda):
     """Under autograd the Triton kernels run their own backward: RMSNorm's gradients equal
     eager autograd's to fp32 rounding; RoPE's (the inverse rotation) and modulate's input

@@ -152,3 +152,19 @@ def test_checkpointed_block_recomputes_through_the_kernels(T):
     assert _rel(got, want) < 1e-6
     for a, b in zip(g1, g2):
         assert _rel(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("gate_shape,x_fp32", [((2, 1, 40), True), ((2, 7, 40), True),
+                                               ((40,), False), ((2, 1, 40), False)])
+def test_gated_residual_forward_and_backward_match_eager(T, dtype, gate_shape, x_fp32):
+    """Wan's mix (fp32 residual, branch in dtype, fp32 gate) and the all-one-dtype case."""
+    x = torch.randn(2, 7, 40, dtype=torch.float32 if x_fp32 else dtype)
+    y = torch.randn(2, 7, 40, dtype=dtype)
+    gate = torch.randn(gate_shape, dtype=torch.float32 if x_fp32 else dtype)
+    got, grads = _run(T.gated_residual, x, y, gate)
+    want, grads_ref = _run(reference.gated_residual, x, y, gate)
+    assert got.dtype == want.dtype and _within_one_rounding(got, want)
+    for name, a, b in zip(("x", "y", "gate"), grads, grads_ref):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        assert _rel(a, b) < GRAD_TOL[dtype], f"grad {name}: rel L2 {_rel(a, b):.2e}"

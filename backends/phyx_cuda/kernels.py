@@ -19,7 +19,10 @@ _TRITON_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})
 
 # op -> did the Triton kernel beat eager torch at the benchmark shapes (bf16)?
 # Source: benchmarks/results/ (see benchmarks/RESULTS.md, section "Fused ops").
-TRITON_MEASURED_WINS = {"rms_norm": True, "rope": True, "modulate": True}
+TRITON_MEASURED_WINS = {"rms_norm": True, "rope": True, "modulate": True,
+                        # not yet measured alone: registered after the 2026-11-26 model-step
+                        # profile showed eager's broadcast multiply + add as a top cost
+                        "gated_residual": True}
 
 
 def triton_available() -> tuple[bool, str]:
@@ -49,6 +52,9 @@ def triton_kernels(all_ops: bool = False) -> list[Kernel]:
         Kernel("modulate", "triton.modulate", T.modulate,
                OpSupport(_TRITON_DTYPES), "fast",
                "fused x*(1+scale)+shift with eager's roundings; backward in torch ops"),
+        Kernel("gated_residual", "triton.gated_residual", T.gated_residual,
+               OpSupport(_TRITON_DTYPES), "fast",
+               "fused x + y*gate with eager's roundings; backward in torch ops"),
     ]
     return [k for k in table if all_ops or TRITON_MEASURED_WINS.get(k.op, False)]
 

@@ -37,12 +37,15 @@ FUSED_SHAPES = {
     "rope_adjacent_wan14b": ("rope", (1, 32760, 40, 128), "adjacent", "Wan 14B RoPE (adjacent pairs)"),
     "rope_half_cosmos_predict2": ("rope", (1, 84480, 16, 128), "half", "Cosmos-Predict2 RoPE (rotate-half)"),
     "modulate_wan14b": ("modulate", (1, 32760, 5120), None, "Wan 14B adaLN modulate, [1,1,C] shift/scale"),
+    "gated_residual_wan14b": ("gated_residual", (1, 32760, 5120), None,
+                              "Wan 14B residual: fp32 x + bf16 branch * fp32 [1,1,C] gate"),
 }
 QUICK_FUSED_SHAPES = {
     "rms_norm_tiny": ("rms_norm", (1, 512, 256), None, "tiny (--quick)"),
     "rope_adjacent_tiny": ("rope", (1, 256, 4, 64), "adjacent", "tiny (--quick)"),
     "rope_half_tiny": ("rope", (1, 256, 4, 64), "half", "tiny (--quick)"),
     "modulate_tiny": ("modulate", (1, 512, 256), None, "tiny (--quick)"),
+    "gated_residual_tiny": ("gated_residual", (1, 512, 256), None, "tiny (--quick)"),
 }
 
 
@@ -215,6 +218,10 @@ def _fused_inputs(op, shape, extra, dtype, dev, host=False, seed=30):
         mshape = (shape[0], 1, shape[-1])
         return ((x, randn(mshape, dtype, dev, seed + 1, host), randn(mshape, dtype, dev, seed + 2, host)),
                 x.numel() * 2 * x.element_size())
+    if op == "gated_residual":  # Wan's mix: fp32 residual stream, branch in dtype, fp32 gate
+        xf = x.float()
+        gate = randn((shape[0], 1, shape[-1]), torch.float32, dev, seed + 2, host)
+        return (xf, randn(shape, dtype, dev, seed + 1, host), gate), x.numel() * (4 + 4 + x.element_size())
     raise ValueError(op)
 
 
