@@ -42,7 +42,7 @@ if [ "$MODE" = cpu ]; then BACKEND=cpu; QUICK=--quick; else BACKEND=cuda; QUICK=
 for step in $STEPS; do
   case $step in
     tests)
-      timeout ${TESTS_TIMEOUT:-240} $PY -m pytest -q -p no:cacheprovider tests/test_cuda_backend.py -rs --tb=short 2>&1 | tee "$OUT/tests.log" | tail -50 ;;
+      timeout ${TESTS_TIMEOUT:-240} $PY -m pytest -q -p no:cacheprovider tests/test_cuda_backend.py tests/test_triton_kernels.py -rs --tb=short 2>&1 | tee "$OUT/tests.log" | tail -50 ;;
     parity)
       timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_ops_parity.py --backend "$BACKEND" --tb=line 2>&1 | tee "$OUT/parity.log" | tail -30 ;;
     ops)
