@@ -19,10 +19,8 @@ _TRITON_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})
 
 # op -> did the Triton kernel beat eager torch at the benchmark shapes (bf16)?
 # Source: benchmarks/results/ (see benchmarks/RESULTS.md, section "Fused ops").
-TRITON_MEASURED_WINS = {"rms_norm": True, "rope": True, "modulate": True,
-                        # not yet measured alone: registered after the 2026-11-26 model-step
-                        # profile showed eager's broadcast multiply + add as a top cost
-                        "gated_residual": True}
+# gated_residual: 2.5x eager at Wan 14B's shape (2026-11-26-h200-ops-fused-v2.json).
+TRITON_MEASURED_WINS = {"rms_norm": True, "rope": True, "modulate": True, "gated_residual": True}
 
 
 def triton_available() -> tuple[bool, str]:
