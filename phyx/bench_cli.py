@@ -47,7 +47,7 @@ def _cmd_models(args) -> int:
     models = args.models.split(",") if args.models else None
     result = run_models(models=models, modes=args.modes.split(","), quick=args.quick,
                         peer=not args.no_peer, peak_tflops=args.peak_tflops, layers=args.layers,
-                        breakdown=args.breakdown)
+                        breakdown=args.breakdown, compile=args.compile)
     return _finish(result, args)
 
 
@@ -113,6 +113,9 @@ def register(sub) -> None:
     pm.add_argument("--no-peer", action="store_true", help="skip the diffusers comparison")
     pm.add_argument("--layers", type=int, default=None,
                     help="build only the first N blocks of each model (default: all)")
+    pm.add_argument("--compile", action="store_true",
+                    help="torch.compile every repeated block of both implementations (regional "
+                         "compilation); phyx's elementwise ops run as plain torch for inductor to fuse")
     pm.add_argument("--breakdown", action="store_true",
                     help="also profile one step: device time per kernel category and the top kernels")
     pm.add_argument("--peak-tflops", type=float, default=None,

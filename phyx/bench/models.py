@@ -240,9 +240,51 @@ def _count_flops(step) -> tuple[float | None, str | None]:
         return None, f"{type(e).__name__}: {str(e)[:200]}"
 
 
-def _measure(build, inputs, mode, dtype, peak_tflops, iters, breakdown=False):
+# Ops whose fused vendor kernels are swapped for the plain-torch reference under --compile, so
+# that inductor sees (and fuses) the whole elementwise chain instead of opaque kernel calls.
+COMPILE_AS_REFERENCE = ("rms_norm", "layer_norm", "rope", "modulate", "gated_residual")
+
+
+def repeated_blocks(model) -> list:
+    """The model's transformer blocks: the children of its longest nn.ModuleList."""
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        raise ValueError(f"{type(model).__name__} has no nn.ModuleList of blocks to compile")
+    return list(max(lists, key=len))
+
+
+def compile_blocks(model) -> int:
+    """Regional compilation, the same for phyx and diffusers: torch.compile each repeated block
+    in place (one graph, reused by every block). Returns the number of blocks compiled."""
+    blocks = repeated_blocks(model)
+    for blk in blocks:
+        blk.compile()
+    return len(blocks)
+
+
+@contextlib.contextmanager
+def _reference_elementwise():
+    from phyx.ops import _dispatch
+
+    before = {op: _dispatch._pinned.get(op) for op in COMPILE_AS_REFERENCE}
+    try:
+        for op in COMPILE_AS_REFERENCE:
+            phyx.ops.use_kernel(op, "reference")
+        yield
+    finally:
+        for op, name in before.items():
+            phyx.ops.use_kernel(op, name)
+
+
+def _measure(build, inputs, mode, dtype, peak_tflops, iters, breakdown=False, compile=False):
+    if compile:
+        with _reference_elementwise():
+            return _measure(build, inputs, mode, dtype, peak_tflops, iters, breakdown, compile=None)
     dev = phyx.get_backend().device
     model, call = build(dtype)
+    if compile is None:  # second entry, inside _reference_elementwise
+        torch._dynamo.reset()
+        compile_blocks(model)
     args = inputs(dtype)
     if mode == "forward":
         model.eval()
@@ -290,7 +332,7 @@ def _measure(build, inputs, mode, dtype, peak_tflops, iters, breakdown=False):
 
 
 def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, peak_tflops=None,
-               dtype=torch.bfloat16, layers=None, breakdown=False, log=print) -> dict:
+               dtype=torch.bfloat16, layers=None, breakdown=False, compile=False, log=print) -> dict:
     from phyx.bench.env import machine_meta
     from phyx.bench.ops import device_peaks
 
@@ -301,6 +343,10 @@ def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, 
         peak_tflops = out["peaks"]["matmul_tflops"]
     out["peak_tflops_for_mfu"] = peak_tflops
     out["layers"] = layers  # None: every block of the real model
+    # compile: every implementation's repeated blocks go through torch.compile (phyx with its
+    # elementwise ops as plain torch, see COMPILE_AS_REFERENCE); the time of a step excludes the
+    # compilation (the warm-up step compiles)
+    out["compiled"] = bool(compile)
     unknown = [n for n in (models or []) if n not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
@@ -317,10 +363,10 @@ def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, 
             per_impl = {}
             for impl in (("phyx", "diffusers") if peer else ("phyx",)):
                 rec = {"case": name, "mode": mode, "impl": impl, "shape": spec["shape"],
-                       "dtype": str(dtype).replace("torch.", "")}
+                       "dtype": str(dtype).replace("torch.", ""), "compiled": bool(compile)}
                 try:
                     rec.update(_measure(spec[impl], spec["inputs"], mode, dtype, peak_tflops,
-                                        iters=2, breakdown=breakdown))
+                                        iters=2, breakdown=breakdown, compile=compile))
                 except torch.OutOfMemoryError as e:
                     rec["error"] = f"out of memory: {str(e)[:160]}"
                 except Exception as e:  # noqa: BLE001
