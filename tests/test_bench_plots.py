@@ -70,6 +70,54 @@ def test_hand_built_attention_and_models(tmp_path):
         assert _is_png(tmp_path / name)
 
 
+def _breakdown(total, **ms):
+    return {"source": "cuda kernels", "total_ms": total, "ms_per_category": ms,
+            "top": [{"name": "fmha_kernel", "ms": ms.get("attention", 0.0), "calls": 4,
+                     "category": "attention"}]}
+
+
+def test_breakdown_plot_and_compiled_title(tmp_path):
+    base = {"kind": "phyx-bench-models", "meta": META, "layers": 4, "compiled": True}
+    rows = [
+        {"case": "wan-14b", "mode": "forward", "impl": "phyx", "ms": 290.0,
+         "breakdown": _breakdown(288.7, attention=152.3, matmul=96.9, triton=12.0, elementwise=15.2,
+                                 **{"copy/cast": 5.7, "norm": 6.3, "other": 0.3})},
+        {"case": "wan-14b", "mode": "forward", "impl": "diffusers", "ms": 318.0,
+         "breakdown": _breakdown(325.2, attention=153.6, matmul=97.9, elementwise=41.2,
+                                 **{"copy/cast": 23.3, "norm": 8.8, "other": 0.4})},
+        {"case": "wan-14b", "mode": "train", "impl": "phyx", "error": "out of memory"}]
+    with_bd, without_bd = tmp_path / "bd.json", tmp_path / "plain.json"
+    with_bd.write_text(json.dumps({**base, "models": rows}))
+    without_bd.write_text(json.dumps({**base, "models": [
+        {k: v for k, v in r.items() if k != "breakdown"} for r in rows]}))
+    written = plot_file(with_bd, tmp_path)
+    assert sorted(p.name for p in written) == ["bd-breakdown.png", "bd-models.png"]
+    series = written[tmp_path / "bd-breakdown.png"]
+    assert series["ms_per_category"]["wan-14b"]["forward"]["diffusers"]["elementwise"] == 41.2
+    assert series["total_ms"]["wan-14b"]["forward"]["phyx"] == 288.7
+    assert "train" not in series["ms_per_category"]["wan-14b"]  # the OOM row has no breakdown
+    assert series["categories"][:3] == ["attention", "matmul", "elementwise"]  # fixed order
+    assert _is_png(tmp_path / "bd-breakdown.png")
+    # a models file without breakdowns: the step-time plot only, no breakdown PNG
+    assert [p.name for p in plot_file(without_bd, tmp_path)] == ["plain-models.png"]
+    assert not (tmp_path / "plain-breakdown.png").exists()
+
+
+def test_models_title_says_compiled_and_layers(tmp_path, monkeypatch):
+    from phyx.bench import plots
+
+    titles = []
+    real_title = plots._title
+    monkeypatch.setattr(plots, "_title", lambda what, result: titles.append(what) or real_title(what, result))
+    rows = [{"case": "c", "mode": "forward", "impl": "phyx", "ms": 1.0}]
+    for name, extra in (("eager", {"layers": None}), ("compiled", {"compiled": True, "layers": 4})):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"kind": "phyx-bench-models", "meta": META, "models": rows, **extra}))
+        plot_file(tmp_path / f"{name}.json", tmp_path)
+    assert "torch.compile" not in titles[0] and "block" not in titles[0]
+    assert "torch.compile" in titles[1] and "first 4 blocks" in titles[1]
+
+
 def test_one_unmerged_multi_gpu_run(tmp_path):
     run = {"schema": "phyx.multi_gpu_parity/1", "status": "complete", "date": "2026-01-02",
            "world_size": 2, "dtype": "bfloat16", "machine": META,

@@ -1,5 +1,6 @@
 """PNG plots of benchmark result files: attention TFLOP/s per kernel, fused-op GB/s eager vs
-phyx, model step time phyx vs diffusers, and multi-GPU speed-up per layout. Reads the JSON that
+phyx, model step time phyx vs diffusers, where a profiled model step's device time went (per
+kernel category, `phyx bench models --breakdown`), and multi-GPU speed-up per layout. Reads the JSON that
 `phyx bench ops`, `phyx bench models` and benchmarks/multi_gpu/ write; each plotting function
 returns the numbers it drew, so tests can check them against the file."""
 from __future__ import annotations
@@ -13,6 +14,11 @@ from phyx.errors import PhyxError
 
 DPI = 100  # small files: the PNGs are committed next to RESULTS.md
 MODE_LABELS = {"forward": "forward", "train": "fwd+bwd"}
+# phyx.bench.profile.kernel_breakdown's categories, in drawing order; one fixed colour each so
+# every bar of every breakdown plot reads the same (a category not listed here goes last, grey)
+CATEGORY_COLOURS = {"attention": "tab:blue", "matmul": "tab:orange", "elementwise": "tab:green",
+                    "copy/cast": "tab:red", "triton": "tab:purple", "norm": "tab:brown",
+                    "reduction": "tab:pink", "other": "tab:gray"}
 
 
 class NotAPhyxResultError(PhyxError, ValueError):
@@ -61,6 +67,14 @@ def _title(what: str, result: dict) -> str:
     return f"{what}{quick}\n{_machine_line(result.get('meta', {}))}"
 
 
+def _layers_note(result: dict) -> str:
+    """', first 4 blocks' for a models run cut to its first blocks (--layers), else ''."""
+    layers = result.get("layers")
+    if layers is None:
+        return ""
+    return f", first {layers} block{'s' if layers != 1 else ''}"
+
+
 # ------------------------------------------------------------------ drawing
 def _figure(width=10.0, height=4.5):
     # The Agg canvas directly, not pyplot: no global backend switch, no window, no figure leak.
@@ -97,7 +111,7 @@ def _ok(rec: dict, key: str) -> bool:
     return "error" not in rec and isinstance(rec.get(key), (int, float))
 
 
-# ------------------------------------------------------------------ the four plots
+# ------------------------------------------------------------------ the plots
 def plot_attention(result: dict, path) -> dict | None:
     """TFLOP/s per case per kernel, the run's measured matmul peak as a line."""
     recs = [r for r in result.get("attention", []) if _ok(r, "tflops")]
@@ -181,9 +195,64 @@ def plot_models(result: dict, path) -> dict | None:
         ax.set_ylabel("ms per step")
         ax.set_title(MODE_LABELS.get(mode, mode), fontsize=9)
         ax.legend(fontsize=8)
-    fig.suptitle(_title("Model step time, phyx vs diffusers (label: phyx speed-up)", result), fontsize=10)
+    compiled = ", torch.compile" if result.get("compiled") else ""
+    fig.suptitle(_title(f"Model step time, phyx vs diffusers{compiled}{_layers_note(result)} "
+                        "(label: phyx speed-up)", result), fontsize=10)
     _save(fig, path)
     return {"ms": ms, "speedup_vs_diffusers": speedups}
+
+
+def plot_breakdown(result: dict, path) -> dict | None:
+    """Where a profiled step's device time went: for each (case, mode) a panel of horizontal
+    stacked bars, one per implementation, ms per kernel category (same colour per category in
+    every bar), the profile's total at the bar's end."""
+    recs = [r for r in result.get("models", []) if "error" not in r
+            and isinstance(r.get("breakdown"), dict)
+            and isinstance(r["breakdown"].get("ms_per_category"), dict)]
+    if not recs:
+        return None
+    # case -> mode -> impl -> {category: ms}, and the same nesting for the totals
+    ms: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    total: dict[str, dict[str, dict[str, float]]] = {}
+    for r in recs:
+        b, impl = r["breakdown"], r.get("impl", "phyx")
+        ms.setdefault(r["case"], {}).setdefault(r["mode"], {})[impl] = dict(b["ms_per_category"])
+        total.setdefault(r["case"], {}).setdefault(r["mode"], {})[impl] = b.get(
+            "total_ms", sum(b["ms_per_category"].values()))
+    seen = list(dict.fromkeys(c for r in recs for c in r["breakdown"]["ms_per_category"]))
+    categories = [c for c in CATEGORY_COLOURS if c in seen] + [c for c in seen if c not in CATEGORY_COLOURS]
+    panels = [(case, mode) for case in ms for mode in ms[case]]
+    sources = sorted({str(r["breakdown"].get("source", "?")) for r in recs})
+
+    fig = _figure(10, 1.0 + 1.5 * len(panels))
+    order = ("phyx", "diffusers")
+    for i, (case, mode) in enumerate(panels):
+        ax = fig.add_subplot(len(panels), 1, i + 1)
+        by_impl = ms[case][mode]
+        impls = [k for k in order if k in by_impl] + [k for k in by_impl if k not in order]
+        ys = list(range(len(impls)))[::-1]  # first impl (phyx) on top
+        left = [0.0] * len(impls)
+        for cat in categories:
+            widths = [by_impl[k].get(cat, 0.0) for k in impls]
+            ax.barh(ys, widths, 0.6, left=left, color=CATEGORY_COLOURS.get(cat, "lightgray"),
+                    label=cat if i == 0 else None)
+            left = [a + w for a, w in zip(left, widths)]
+        for y, k, end in zip(ys, impls, left):
+            ax.text(end, y, f" {total[case][mode][k]:.1f} ms", va="center", ha="left", fontsize=8)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(impls, fontsize=8)
+        ax.set_xlim(0, max(left) * 1.15)  # room for the total at the bar end
+        ax.set_xlabel("device ms per step", fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(f"{case}, {MODE_LABELS.get(mode, mode)}", fontsize=9)
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), fontsize=8, ncol=len(categories),
+               loc="lower center", bbox_to_anchor=(0.5, 0.0), frameon=False)
+    fig.suptitle(_title(f"Device time per kernel category ({', '.join(sources)}){_layers_note(result)}",
+                        result), fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 if len(panels) > 1 else 0.1, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, pil_kwargs={"optimize": True})
+    return {"ms_per_category": ms, "total_ms": total, "categories": categories}
 
 
 def _run_label(run: dict) -> str:
@@ -231,7 +300,7 @@ def plot_multi_gpu(result: dict, path) -> dict | None:
 
 
 PLOTS = {"ops": (("attention", plot_attention), ("fused", plot_fused)),
-         "models": (("models", plot_models),),
+         "models": (("models", plot_models), ("breakdown", plot_breakdown)),
          "multi_gpu": (("multi-gpu", plot_multi_gpu),)}
 
 
@@ -250,4 +319,4 @@ def plot_file(path, out_dir) -> dict[Path, dict]:
 
 
 __all__ = ["load_result", "plot_file", "plot_attention", "plot_fused", "plot_models",
-           "plot_multi_gpu", "NotAPhyxResultError"]
+           "plot_breakdown", "plot_multi_gpu", "NotAPhyxResultError"]
