@@ -92,6 +92,24 @@ def _wan(config_name, quick, layers=None):
                 shape={"latent": list(lat), "text": list(text), "tokens": tokens})
 
 
+def _diffusers_cosmos_without_torchvision() -> None:
+    """diffusers' Cosmos transformer resizes its padding mask with torchvision, imported only when
+    torchvision is installed (the CPU dev machine has none). Its call is a nearest-neighbour
+    resize, which F.interpolate computes the same way; supplied only where torchvision is absent."""
+    import types
+
+    import diffusers.models.transformers.transformer_cosmos as tc
+
+    if hasattr(tc, "transforms"):
+        return
+
+    def resize(img, size, interpolation=None):
+        return torch.nn.functional.interpolate(img, size=list(size), mode="nearest")
+
+    tc.transforms = types.SimpleNamespace(functional=types.SimpleNamespace(resize=resize),
+                                          InterpolationMode=types.SimpleNamespace(NEAREST="nearest"))
+
+
 def _predict2(preset, quick, layers=None):
     from phyx.models.cosmos_predict2 import PRESETS, Predict2DiT, tiny_config
 
@@ -112,6 +130,7 @@ def _predict2(preset, quick, layers=None):
     def build_diffusers(dtype):
         from diffusers import CosmosTransformer3DModel
 
+        _diffusers_cosmos_without_torchvision()
         d = cfg.to_diffusers_dict()
         d.pop("_class_name", None)
         with _default_dtype(dtype):
