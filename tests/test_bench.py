@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import phyx
 from phyx.bench.env import write_json
@@ -123,3 +124,54 @@ def test_flop_count_survives_a_torch_without_gqa_sdpa_formulas(monkeypatch):
             step()
     flops, why = _count_flops(step)
     assert why is None and flops == 4 * 8 * 16 * 24 * 4
+
+
+def test_models_layers_and_breakdown_on_cpu():
+    """--layers builds the first N blocks (and refuses N beyond the model); --breakdown records
+    where one step's time went, per kernel category, with matmul among them."""
+    from phyx.bench.models import MODELS, run_models
+
+    spec = MODELS["wan2.1-1.3b-480p81f"](True, layers=1)
+    m, _ = spec["phyx"](torch.float32)
+    assert len(m.blocks) == 1
+    with pytest.raises(ValueError, match="layers must be in 1..2"):
+        MODELS["wan2.1-1.3b-480p81f"](True, layers=3)
+    with pytest.raises(ValueError, match="unknown model"):
+        run_models(models=["no-such-model"], quick=True, peak_tflops=1.0, log=lambda *_: None)
+    with using_backend("cpu", "fast"):
+        r = run_models(models=["wan2.1-1.3b-480p81f"], modes=("forward",), quick=True, peer=False,
+                       peak_tflops=1.0, layers=1, breakdown=True, log=lambda *_: None)
+    assert r["layers"] == 1
+    rec = r["models"][0]
+    bd = rec["breakdown"]
+    assert bd["source"] == "cpu aten self time" and bd["total_ms"] > 0
+    assert "matmul" in bd["ms_per_category"] and bd["top"]
+    assert abs(sum(bd["ms_per_category"].values()) - bd["total_ms"]) < 1e-6
+
+
+@pytest.mark.parametrize("name,category", [
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3", "attention"),
+    ("flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>>", "attention"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64", "matmul"),
+    ("nvjet_hsh_256x128_64x4_1x2_h_bz_coopA_NTN", "matmul"),
+    ("_rms_norm_bwd_kernel", "triton"),
+    ("triton_poi_fused__to_copy_add_mul_0", "triton"),
+    ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float, float, false>", "norm"),
+    ("void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda>", "copy/cast"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>", "elementwise"),
+    ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, MeanOps>>", "reduction"),
+])
+def test_kernel_names_fall_in_their_category(name, category):
+    from phyx.bench.profile import categorise
+
+    assert categorise(name) == category
+
+
+def test_compile_blocks_finds_the_repeated_blocks():
+    from phyx.bench.models import MODELS, repeated_blocks
+
+    spec = MODELS["cosmos3-nano-720p"](True)
+    m, _ = spec["phyx"](torch.float32)
+    assert repeated_blocks(m) == list(m.layers)
+    with pytest.raises(ValueError, match="no nn.ModuleList"):
+        repeated_blocks(torch.nn.Linear(2, 2))
