@@ -86,7 +86,11 @@ def _rms_norm_bwd_kernel(X, W, GY, RSTD, GX, GW_PART, n_rows, n_cols, stride_x, 
 
 
 _MAX_RMS_COLS = 16384
-_BWD_PROGRAMS = 1024  # rows are spread over at most this many programs in backward
+# Backward spreads the rows over at least _BWD_PROGRAMS programs, more for narrow rows (up to
+# _BWD_PARTIAL_ELEMS fp32 partial weight-gradient values): with per-head norms (128 wide, a
+# million rows) 1024 programs each walking a thousand rows left the GPU latency-bound.
+_BWD_PROGRAMS = 1024
+_BWD_PARTIAL_ELEMS = 1 << 22
 
 
 def _rms_norm_launch(x2, weight, eps, out_dtype, save_rstd):
@@ -116,7 +120,8 @@ class _RMSNormFn(torch.autograd.Function):
         gy = gy if gy.stride(-1) == 1 else gy.contiguous()
         n_rows, n = x2.shape
         gx = torch.empty_like(x2)
-        per_prog = triton.next_power_of_2(triton.cdiv(n_rows, _BWD_PROGRAMS))  # few compiled variants
+        target = max(_BWD_PROGRAMS, _BWD_PARTIAL_ELEMS // n)
+        per_prog = triton.next_power_of_2(triton.cdiv(n_rows, target))  # few compiled variants
         n_prog = triton.cdiv(n_rows, per_prog)
         has_w = weight is not None
         gw_part = torch.empty((n_prog, n), dtype=torch.float32, device=x2.device) if has_w else gx
