@@ -25,7 +25,7 @@ def test_quick_ops_result_is_complete(quick_result, tmp_path):
     assert r["meta"]["backend"] == "cpu" and r["meta"]["date"]
     assert "TASK_QUEUE_ENABLE" in r["meta"]["host"]["settings"]
     ops_seen = {rec["op"] for rec in r["fused"]}
-    assert ops_seen == {"rms_norm", "rope", "modulate", "gated_residual"}
+    assert ops_seen == {"rms_norm", "rope", "modulate", "gated_residual", "norm_modulate"}
     for rec in r["fused"]:
         assert "error" not in rec, rec
         assert rec["ms"] > 0 and rec["gbps"] > 0

@@ -242,7 +242,7 @@ def test_per_frame_view_equals_per_token_index():
     outs, grads = [], []
     for frames in (PerFrame(T, HW), PerFrame(T, HW, idx)):
         with torch.enable_grad():  # this module runs under no_grad
-            out = frames.gated_residual(frames.modulate(x, shift, scale), y, gate)
+            out = frames.gated_residual(frames.norm_modulate(x, shift, scale, 1e-6), y, gate)
             out.square().sum().backward()
         outs.append(out.detach())
         grads.append([t.grad.clone() for t in (x, shift, scale, gate)])
@@ -252,4 +252,4 @@ def test_per_frame_view_equals_per_token_index():
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="do not make 3 frames"):
-        PerFrame(T, HW).modulate(x[:, :-1], shift, scale)
+        PerFrame(T, HW).norm_modulate(x[:, :-1], shift, scale, 1e-6)

@@ -20,7 +20,9 @@ _TRITON_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})
 # op -> did the Triton kernel beat eager torch at the benchmark shapes (bf16)?
 # Source: benchmarks/results/ (see benchmarks/RESULTS.md, section "Fused ops").
 # gated_residual: 2.5x eager at Wan 14B's shape (2026-11-26-h200-ops-fused-v2.json).
-TRITON_MEASURED_WINS = {"rms_norm": True, "rope": True, "modulate": True, "gated_residual": True}
+TRITON_MEASURED_WINS = {"rms_norm": True, "rope": True, "modulate": True, "gated_residual": True,
+                        # not yet measured alone; see benchmarks/RESULTS.md
+                        "norm_modulate": True}
 
 
 def triton_available() -> tuple[bool, str]:
@@ -53,6 +55,9 @@ def triton_kernels(all_ops: bool = False) -> list[Kernel]:
         Kernel("gated_residual", "triton.gated_residual", T.gated_residual,
                OpSupport(_TRITON_DTYPES), "fast",
                "fused x + y*gate with eager's roundings; backward in torch ops"),
+        Kernel("norm_modulate", "triton.norm_modulate", T.norm_modulate,
+               OpSupport(_TRITON_DTYPES), "fast",
+               "adaLN in one pass: LayerNorm, modulate and the cast; backward in torch ops"),
     ]
     return [k for k in table if all_ops or TRITON_MEASURED_WINS.get(k.op, False)]
 

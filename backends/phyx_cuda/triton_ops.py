@@ -382,3 +382,109 @@ def gated_residual(x, y, gate):
     if _needs_grad(x, y, gate):
         return _GatedResidualFn.apply(x, y, gate, out_dtype, t_dtype)
     return _gated_residual_launch(x, y, gate, out_dtype, t_dtype)
+
+
+# --------------------------------------------------------------------------- norm_modulate (adaLN)
+@triton.jit
+def _norm_modulate_kernel(X, SHIFT, SCALE, Y, MEAN, RSTD, n_rows, L, C, eps,
+                          sxr, shb, shl, shc, scb, scl, scc,
+                          T1: tl.constexpr, T2: tl.constexpr, SAVE_STATS: tl.constexpr,
+                          ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    col = tl.arange(0, BLOCK)
+    b = r // L
+    l = r % L
+    rm = r < n_rows
+    m = rm[:, None] & (col[None, :] < C)
+    x = tl.load(X + r[:, None] * sxr + col[None, :], mask=m, other=0.0).to(tl.float32)
+    # LayerNorm in fp32 (two-pass in registers), rounded to x.dtype like the reference
+    mean = tl.sum(x, axis=1) / C
+    xc = tl.where(m, x - mean[:, None], 0.0)
+    rstd = tl.math.rsqrt(tl.sum(xc * xc, axis=1) / C + eps)
+    if SAVE_STATS:
+        tl.store(MEAN + r, mean, mask=rm)
+        tl.store(RSTD + r, rstd, mask=rm)
+    ln = (xc * rstd[:, None]).to(X.dtype.element_ty).to(tl.float32)
+    sc = tl.load(SCALE + b[:, None] * scb + l[:, None] * scl + col[None, :] * scc, mask=m, other=0.0)
+    sh = tl.load(SHIFT + b[:, None] * shb + l[:, None] * shl + col[None, :] * shc, mask=m, other=0.0)
+    # then modulate with eager's roundings (see _modulate_kernel), stored in the output dtype
+    t1 = (1.0 + sc.to(tl.float32)).to(T1)
+    t2 = (ln * t1.to(tl.float32)).to(T2)
+    out = t2.to(tl.float32) + sh.to(tl.float32)
+    tl.store(Y + r[:, None] * C + col[None, :], out.to(Y.dtype.element_ty), mask=m)
+
+
+def _norm_modulate_launch(x3, shift, scale, eps, out_dtype, t2_dtype, save_stats):
+    B, L, C = x3.shape
+    sh, sc = shift.expand(x3.shape), scale.expand(x3.shape)
+    y = torch.empty((B, L, C), dtype=out_dtype, device=x3.device)
+    n = B * L
+    mean = torch.empty(n, dtype=torch.float32, device=x3.device) if save_stats else y
+    rstd = torch.empty(n, dtype=torch.float32, device=x3.device) if save_stats else y
+    block = triton.next_power_of_2(C)
+    rows = max(1, min(64, 4096 // block))
+    _norm_modulate_kernel[(triton.cdiv(n, rows),)](
+        x3, sh, sc, y, mean, rstd, n, L, C, eps, x3.stride(1), *sh.stride(), *sc.stride(),
+        T1=_TL[scale.dtype], T2=_TL[t2_dtype], SAVE_STATS=save_stats, ROWS=rows, BLOCK=block,
+        num_warps=4 if block * rows <= 4096 else 8, enable_fp_fusion=False)
+    return y, (mean, rstd) if save_stats else None
+
+
+class _NormModulateFn(torch.autograd.Function):
+    """Backward in torch ops: modulate's gradients with eager's roundings, then aten's LayerNorm
+    backward from the saved mean / rstd (the LayerNorm output is recomputed, not stored)."""
+
+    @staticmethod
+    def forward(ctx, x3, shift, scale, eps, out_dtype, t2_dtype, mod_dtype):
+        y, (mean, rstd) = _norm_modulate_launch(x3, shift, scale, eps, out_dtype, t2_dtype, True)
+        ctx.save_for_backward(x3, scale, mean, rstd)
+        ctx.shift_meta, ctx.t2_dtype, ctx.mod_dtype = (shift.shape, shift.dtype), t2_dtype, mod_dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x3, scale, mean, rstd = ctx.saved_tensors
+        shift_shape, shift_dtype = ctx.shift_meta
+        need_x, need_shift, need_scale = ctx.needs_input_grad[:3]
+        stats = (*x3.shape[:-1], 1)
+        gm = g.to(ctx.mod_dtype)  # through the final cast
+        gshift = gm.sum_to_size(shift_shape).to(shift_dtype) if need_shift else None
+        g2 = gm.to(ctx.t2_dtype)
+        gscale = gx = None
+        if need_scale:
+            ln = ((x3.float() - mean.view(stats)) * rstd.view(stats)).to(x3.dtype)
+            gscale = (g2 * ln).sum_to_size(scale.shape).to(scale.dtype)
+        if need_x:
+            gln = (g2 * (1 + scale)).to(x3.dtype)
+            gx = torch.ops.aten.native_layer_norm_backward(
+                gln.float(), x3.float(), [x3.shape[-1]], mean.view(stats), rstd.view(stats),
+                None, None, [True, False, False])[0].to(x3.dtype)
+        return gx, gshift, gscale, None, None, None, None
+
+
+_MAX_NORM_COLS = 16384
+
+
+def norm_modulate(x, shift, scale, eps=1e-6, out_dtype=None):
+    if (not isinstance(shift, torch.Tensor) or not isinstance(scale, torch.Tensor)
+            or x.dim() not in (2, 3) or shift.dim() == 0 or scale.dim() == 0
+            or any(t.dtype not in _TL for t in (x, shift, scale)) or x.numel() == 0
+            or x.shape[-1] > _MAX_NORM_COLS or (out_dtype is not None and out_dtype not in _TL)):
+        return reference.norm_modulate(x, shift, scale, eps, out_dtype)
+    try:
+        shape = torch.broadcast_shapes(x.shape, shift.shape, scale.shape)
+    except RuntimeError:
+        return reference.norm_modulate(x, shift, scale, eps, out_dtype)
+    if shape != x.shape:
+        return reference.norm_modulate(x, shift, scale, eps, out_dtype)
+    t2_dtype = torch.promote_types(x.dtype, scale.dtype)
+    mod_dtype = torch.promote_types(t2_dtype, shift.dtype)
+    out_dtype = out_dtype or mod_dtype
+    x3 = (x if x.dim() == 3 else x[None]).contiguous()
+    sh = shift if x.dim() == 3 else shift.expand(x.shape)[None]
+    sc = scale if x.dim() == 3 else scale.expand(x.shape)[None]
+    if _needs_grad(x, shift, scale):
+        y = _NormModulateFn.apply(x3, sh, sc, eps, out_dtype, t2_dtype, mod_dtype)
+    else:
+        y = _norm_modulate_launch(x3, sh, sc, eps, out_dtype, t2_dtype, False)[0]
+    return y.view(x.shape)

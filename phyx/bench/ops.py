@@ -39,6 +39,8 @@ FUSED_SHAPES = {
     "modulate_wan14b": ("modulate", (1, 32760, 5120), None, "Wan 14B adaLN modulate, [1,1,C] shift/scale"),
     "gated_residual_wan14b": ("gated_residual", (1, 32760, 5120), None,
                               "Wan 14B residual: fp32 x + bf16 branch * fp32 [1,1,C] gate"),
+    "norm_modulate_wan14b": ("norm_modulate", (1, 32760, 5120), None,
+                             "Wan 14B adaLN: LayerNorm of the fp32 residual, fp32 [1,1,C] modulation, bf16 out"),
 }
 QUICK_FUSED_SHAPES = {
     "rms_norm_tiny": ("rms_norm", (1, 512, 256), None, "tiny (--quick)"),
@@ -46,6 +48,7 @@ QUICK_FUSED_SHAPES = {
     "rope_half_tiny": ("rope", (1, 256, 4, 64), "half", "tiny (--quick)"),
     "modulate_tiny": ("modulate", (1, 512, 256), None, "tiny (--quick)"),
     "gated_residual_tiny": ("gated_residual", (1, 512, 256), None, "tiny (--quick)"),
+    "norm_modulate_tiny": ("norm_modulate", (1, 512, 256), None, "tiny (--quick)"),
 }
 
 
@@ -222,6 +225,11 @@ def _fused_inputs(op, shape, extra, dtype, dev, host=False, seed=30):
         xf = x.float()
         gate = randn((shape[0], 1, shape[-1]), torch.float32, dev, seed + 2, host)
         return (xf, randn(shape, dtype, dev, seed + 1, host), gate), x.numel() * (4 + 4 + x.element_size())
+    if op == "norm_modulate":  # Wan's adaLN: fp32 residual and modulation in, dtype out
+        mshape = (shape[0], 1, shape[-1])
+        args = (x.float(), randn(mshape, torch.float32, dev, seed + 1, host),
+                randn(mshape, torch.float32, dev, seed + 2, host) * 0.1, 1e-6, dtype)
+        return args, x.numel() * (4 + x.element_size())
     raise ValueError(op)
 
 

@@ -10,7 +10,7 @@ from phyx.ops import reference, rope_tables
 from phyx.ops._dispatch import (K as _K, OP_NAMES, available_kernels, chosen_kernel,
                                 chosen_kernels, get_policy, use_kernel)
 
-__all__ = ["attention", "rms_norm", "layer_norm", "rope", "modulate", "gated_residual", "gelu",
+__all__ = ["attention", "rms_norm", "layer_norm", "rope", "modulate", "gated_residual", "norm_modulate", "gelu",
            "silu", "swiglu", "relu2", "rope_tables", "reference", "use_kernel", "chosen_kernels",
            "chosen_kernel", "available_kernels", "get_policy", "OP_NAMES"]
 
@@ -72,6 +72,12 @@ def modulate(x, shift, scale):
 def gated_residual(x, y, gate):
     """x + y * gate."""
     return _K.gated_residual(x, y, gate)
+
+
+def norm_modulate(x, shift, scale, eps=1e-6, out_dtype=None):
+    """adaLN in one op: modulate(layer_norm(x, eps=eps), shift, scale), cast to out_dtype (None:
+    the promoted dtype). Backends may fuse it; otherwise it is their layer_norm then modulate."""
+    return _K.norm_modulate(x, shift, scale, eps, out_dtype)
 
 
 def gelu(x, approximate="none"):

@@ -11,7 +11,7 @@ from phyx.errors import UnsupportedArgumentError
 from phyx.ops import reference
 
 OP_NAMES = ("attention", "rms_norm", "layer_norm", "rope", "modulate", "gated_residual",
-            "gelu", "silu", "swiglu", "relu2")
+            "norm_modulate", "gelu", "silu", "swiglu", "relu2")
 
 ATTENTION_FEATURES = frozenset({"bool_mask", "additive_mask", "kv_lens", "q_lens", "causal",
                                 "gqa", "lse", "scale"})
@@ -30,6 +30,12 @@ REFERENCE_KERNELS = {
     "modulate": Kernel("modulate", "reference", reference.modulate, OpSupport(_ALL_FLOATS), "reference"),
     "gated_residual": Kernel("gated_residual", "reference", reference.gated_residual,
                              OpSupport(_ALL_FLOATS), "reference"),
+    # Without a fused kernel, norm_modulate is the backend's own layer_norm then modulate (looked
+    # up at call time, so pins and parity wraps apply); under policy 'reference' that is exactly
+    # reference.norm_modulate.
+    "norm_modulate": Kernel("norm_modulate", "reference", lambda *a: _composite_norm_modulate(*a),
+                            OpSupport(_ALL_FLOATS), "reference",
+                            "the chosen layer_norm, then the chosen modulate"),
     "gelu": Kernel("gelu", "reference", reference.gelu,
                    OpSupport(_ALL_FLOATS, frozenset({"none", "tanh"})), "reference"),
     "silu": Kernel("silu", "reference", reference.silu, OpSupport(_ALL_FLOATS), "reference"),
@@ -37,6 +43,11 @@ REFERENCE_KERNELS = {
     "relu2": Kernel("relu2", "reference", reference.relu2, OpSupport(_ALL_FLOATS), "reference"),
 }
 
+
+
+def _composite_norm_modulate(x, shift, scale, eps=1e-6, out_dtype=None):
+    y = K.modulate(K.layer_norm(x, None, None, eps), shift, scale)
+    return y if out_dtype is None or y.dtype == out_dtype else y.to(out_dtype)
 
 
 def _bootstrap(op: str):

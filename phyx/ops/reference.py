@@ -131,6 +131,13 @@ def gated_residual(x, y, gate):
     return x + y * gate
 
 
+def norm_modulate(x, shift, scale, eps=1e-6, out_dtype=None):
+    """adaLN: LayerNorm without affine (fp32 inside, rounded to x.dtype), then
+    x * (1 + scale) + shift, then cast to out_dtype (None: the dtype torch promotes to)."""
+    y = modulate(layer_norm(x, None, None, eps), shift, scale)
+    return y if out_dtype is None or y.dtype == out_dtype else y.to(out_dtype)
+
+
 def gelu(x, approximate="none"):
     # Exact GELU spelled out with erf: torch's native gelu on the NPU ignores `approximate` and
     # computes tanh, so F.gelu(approximate='none') would silently be wrong there.

@@ -125,6 +125,7 @@ def op_cases() -> list[OpCase]:
         _rope_case("cosmos3d_half_btable", "half",
                    lambda: rope_tables.cosmos_predict2_3d((2, 3, 5), 64, (1.0, 2.0, 2.0)), True),
         OpCase("modulate", "bcast_b1c", lambda g: ((_randn(g, 2, 37, 96), _randn(g, 2, 1, 96, scale=0.5), _randn(g, 2, 1, 96, scale=0.3)), {}), tol_scale=2.0),
+        OpCase("norm_modulate", "bcast_b1c", lambda g: ((_randn(g, 2, 37, 96, scale=2.0), _randn(g, 2, 1, 96, scale=0.5), _randn(g, 2, 1, 96, scale=0.3)), {}), tol_scale=2.0),
         OpCase("gated_residual", "bcast_gate", lambda g: ((_randn(g, 2, 37, 96), _randn(g, 2, 37, 96), _randn(g, 2, 1, 96, scale=0.5)), {}), tol_scale=2.0),
         OpCase("gelu", "exact", lambda g: ((_randn(g, 2, 37, 96, scale=3.0),), {"approximate": "none"})),
         OpCase("gelu", "tanh", lambda g: ((_randn(g, 2, 37, 96, scale=3.0),), {"approximate": "tanh"})),

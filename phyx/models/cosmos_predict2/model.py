@@ -104,7 +104,7 @@ class Block(nn.Module):
     @staticmethod
     def _mod(norm, x, emb, temb, frames):
         shift, scale, gate = norm(emb, temb)  # per frame [B, T, C]
-        return frames.modulate(ops.layer_norm(x, eps=1e-6), shift, scale), gate
+        return frames.norm_modulate(x, shift, scale, eps=1e-6), gate
 
     def forward(self, x, emb, temb, frames, rope, text, text_mask, sp=None):
         """frames: PerFrame's arguments as a plain tuple (T, H*W[, frame index per token]), so
@@ -140,9 +140,9 @@ class PerFrame:
         n = B * self.frames
         return x.reshape(n, self.per_frame, C), [m.reshape(n, 1, m.shape[-1]) for m in per_frame]
 
-    def modulate(self, x, shift, scale):
+    def norm_modulate(self, x, shift, scale, eps):
         xs, (sh, sc) = self._split(x, shift, scale)
-        return ops.modulate(xs, sh, sc).view(x.shape)
+        return ops.norm_modulate(xs, sh, sc, eps).view(x.shape)
 
     def gated_residual(self, x, y, gate):
         xs, (g,) = self._split(x, gate)
@@ -299,7 +299,7 @@ class Predict2DiT(CheckpointingMixin, nn.Module):
             tokens = run_block(blk, self.gradient_checkpointing, tokens, emb, temb, frames, (cos, sin),
                                text, mask, sp)
         shift, scale = self._final_mod(emb, temb)
-        out = self.proj_out(PerFrame(*frames).modulate(ops.layer_norm(tokens, eps=1e-6), shift, scale))
+        out = self.proj_out(PerFrame(*frames).norm_modulate(tokens, shift, scale, eps=1e-6))
         if sp is not None:
             out = sp.gather(out)
         return self._unpatchify(out, grid)

@@ -189,15 +189,12 @@ class WanBlock(nn.Module):
             self.cam_scale_layer = nn.Linear(dim, dim)
             self.cam_shift_layer = nn.Linear(dim, dim)
 
-    def _norm(self, x):
-        return ops.layer_norm(x, None, None, self.eps)
-
     def forward(self, x, e0, cos, sin, valid_len, context, context_img, cam):
         """x [B, S, C] fp32; e0 [B, 1|S, 6, C] fp32; cam [B, S, C] or None."""
         wdt = self.ffn[0].weight.dtype
         mod = (self.modulation.float().unsqueeze(0) + e0).unbind(2)   # six [B, 1|S, C], fp32
         shift, scale, gate, c_shift, c_scale, c_gate = mod
-        h = ops.modulate(self._norm(x), shift, scale).to(wdt)
+        h = ops.norm_modulate(x, shift, scale, self.eps, out_dtype=wdt)
         # the fp32 residual takes the bf16 branch outputs as they are: x + y * gate promotes y
         # to fp32 inside the op, bit for bit what an explicit y.float() copy would give
         x = ops.gated_residual(x, self.self_attn(h, cos, sin, valid_len), gate)
@@ -209,7 +206,7 @@ class WanBlock(nn.Module):
             x = ops.modulate(x, self.cam_shift_layer(hid).float(), self.cam_scale_layer(hid).float())
         h = (self.norm3(x) if self.norm3 is not None else x).to(wdt)
         x = x + self.cross_attn(h, context, context_img)
-        h = ops.modulate(self._norm(x), c_shift, c_scale).to(wdt)
+        h = ops.norm_modulate(x, c_shift, c_scale, self.eps, out_dtype=wdt)
         return ops.gated_residual(x, self.ffn(h), c_gate)
 
 
@@ -223,7 +220,7 @@ class Head(nn.Module):
     def forward(self, x, e):
         """x [B, S, C] fp32, e [B, 1|S, C] fp32 -> [B, S, prod(patch) * out_dim] fp32."""
         m = self.modulation.float().unsqueeze(0) + e.unsqueeze(2)       # [B, 1|S, 2, C]
-        h = ops.modulate(ops.layer_norm(x, None, None, self.eps), m[:, :, 0], m[:, :, 1])
+        h = ops.norm_modulate(x, m[:, :, 0], m[:, :, 1], self.eps)
         return _linear_fp32(self.head, h)
 
 
