@@ -45,7 +45,13 @@ def _cmd_generate(args) -> int:
     fields = {f for f in GenerateArgs.__dataclass_fields__}
     kw = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     kw["progress"] = not args.no_progress
-    result = generate(GenerateArgs(**kw))
+    try:
+        result = generate(GenerateArgs(**kw))
+    finally:
+        # Under torchrun: tear the process group down before the interpreter exits; left to the
+        # exit handlers, its threads were occasionally destroyed while joinable (SIGABRT).
+        from phyx import comm
+        comm.destroy()
     if result["out"] is not None:
         rec = result["record"]
         t = rec["timings"]
