@@ -234,6 +234,20 @@ def rope(x, cos, sin, style="adjacent"):
 
 
 # --------------------------------------------------------------------------- modulate
+def _fits_rowwise(x, *others) -> bool:
+    """x [N, C] or [B, L, C] in a Triton dtype, and every other operand a tensor in a Triton dtype
+    that broadcasts to x's shape. Anything else runs the reference (which raises torch's own
+    message for shapes that do not broadcast at all)."""
+    if x.dim() not in (2, 3) or x.numel() == 0 or x.dtype not in _TL:
+        return False
+    if any(not isinstance(t, torch.Tensor) or t.dim() == 0 or t.dtype not in _TL for t in others):
+        return False
+    try:
+        return torch.broadcast_shapes(x.shape, *(t.shape for t in others)) == x.shape
+    except RuntimeError:
+        return False
+
+
 @triton.jit
 def _modulate_kernel(X, SHIFT, SCALE, Y, n_rows, L, C,
                      sxb, sxl, sxc, shb, shl, shc, scb, scl, scc,
@@ -295,18 +309,10 @@ class _ModulateFn(torch.autograd.Function):
 
 
 def modulate(x, shift, scale):
-    if (not isinstance(shift, torch.Tensor) or not isinstance(scale, torch.Tensor)
-            or x.dim() not in (2, 3) or shift.dim() == 0 or scale.dim() == 0
-            or any(t.dtype not in _TL for t in (x, shift, scale)) or x.numel() == 0):
+    if not _fits_rowwise(x, shift, scale):
         return reference.modulate(x, shift, scale)
     t2_dtype = torch.promote_types(x.dtype, scale.dtype)
     out_dtype = torch.promote_types(t2_dtype, shift.dtype)
-    try:
-        shape = torch.broadcast_shapes(x.shape, shift.shape, scale.shape)
-    except RuntimeError:
-        return reference.modulate(x, shift, scale)  # let the reference raise torch's message
-    if shape != x.shape:
-        return reference.modulate(x, shift, scale)
     if _needs_grad(x, shift, scale):
         return _ModulateFn.apply(x, shift, scale, out_dtype, t2_dtype)
     return _modulate_launch(x, shift, scale, out_dtype, t2_dtype)
@@ -367,18 +373,10 @@ class _GatedResidualFn(torch.autograd.Function):
 
 
 def gated_residual(x, y, gate):
-    if (not isinstance(y, torch.Tensor) or not isinstance(gate, torch.Tensor)
-            or x.dim() not in (2, 3) or y.shape != x.shape or gate.dim() == 0
-            or any(t.dtype not in _TL for t in (x, y, gate)) or x.numel() == 0):
+    if not _fits_rowwise(x, y, gate) or y.shape != x.shape:
         return reference.gated_residual(x, y, gate)
     t_dtype = torch.promote_types(y.dtype, gate.dtype)
     out_dtype = torch.promote_types(x.dtype, t_dtype)
-    try:
-        shape = torch.broadcast_shapes(x.shape, gate.shape)
-    except RuntimeError:
-        return reference.gated_residual(x, y, gate)  # let the reference raise torch's message
-    if shape != x.shape:
-        return reference.gated_residual(x, y, gate)
     if _needs_grad(x, y, gate):
         return _GatedResidualFn.apply(x, y, gate, out_dtype, t_dtype)
     return _gated_residual_launch(x, y, gate, out_dtype, t_dtype)
@@ -466,16 +464,8 @@ _MAX_NORM_COLS = 16384
 
 
 def norm_modulate(x, shift, scale, eps=1e-6, out_dtype=None):
-    if (not isinstance(shift, torch.Tensor) or not isinstance(scale, torch.Tensor)
-            or x.dim() not in (2, 3) or shift.dim() == 0 or scale.dim() == 0
-            or any(t.dtype not in _TL for t in (x, shift, scale)) or x.numel() == 0
-            or x.shape[-1] > _MAX_NORM_COLS or (out_dtype is not None and out_dtype not in _TL)):
-        return reference.norm_modulate(x, shift, scale, eps, out_dtype)
-    try:
-        shape = torch.broadcast_shapes(x.shape, shift.shape, scale.shape)
-    except RuntimeError:
-        return reference.norm_modulate(x, shift, scale, eps, out_dtype)
-    if shape != x.shape:
+    if (not _fits_rowwise(x, shift, scale) or x.shape[-1] > _MAX_NORM_COLS
+            or (out_dtype is not None and out_dtype not in _TL)):
         return reference.norm_modulate(x, shift, scale, eps, out_dtype)
     t2_dtype = torch.promote_types(x.dtype, scale.dtype)
     mod_dtype = torch.promote_types(t2_dtype, shift.dtype)
