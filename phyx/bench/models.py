@@ -92,7 +92,7 @@ def _wan(config_name, quick, layers=None):
                 shape={"latent": list(lat), "text": list(text), "tokens": tokens})
 
 
-def _diffusers_cosmos_without_torchvision() -> None:
+def patch_diffusers_cosmos_torchvision() -> None:
     """diffusers' Cosmos transformer resizes its padding mask with torchvision, imported only when
     torchvision is installed (the CPU dev machine has none). Its call is a nearest-neighbour
     resize, which F.interpolate computes the same way; supplied only where torchvision is absent."""
@@ -130,7 +130,7 @@ def _predict2(preset, quick, layers=None):
     def build_diffusers(dtype):
         from diffusers import CosmosTransformer3DModel
 
-        _diffusers_cosmos_without_torchvision()
+        patch_diffusers_cosmos_torchvision()
         d = cfg.to_diffusers_dict()
         d.pop("_class_name", None)
         with _default_dtype(dtype):
@@ -261,7 +261,7 @@ def _count_flops(step) -> tuple[float | None, str | None]:
 
 # Ops whose fused vendor kernels are swapped for the plain-torch reference under --compile, so
 # that inductor sees (and fuses) the whole elementwise chain instead of opaque kernel calls.
-COMPILE_AS_REFERENCE = ("rms_norm", "layer_norm", "rope", "modulate", "gated_residual")
+COMPILE_AS_REFERENCE = ("rms_norm", "layer_norm", "rope", "modulate", "gated_residual", "norm_modulate")
 
 
 def repeated_blocks(model) -> list:
@@ -296,12 +296,14 @@ def _reference_elementwise():
 
 
 def _measure(build, inputs, mode, dtype, peak_tflops, iters, breakdown=False, compile=False):
-    if compile:
-        with _reference_elementwise():
-            return _measure(build, inputs, mode, dtype, peak_tflops, iters, breakdown, compile=None)
+    with _reference_elementwise() if compile else contextlib.nullcontext():
+        return _measure_step(build, inputs, mode, dtype, peak_tflops, iters, breakdown, compile)
+
+
+def _measure_step(build, inputs, mode, dtype, peak_tflops, iters, breakdown, compile):
     dev = phyx.get_backend().device
     model, call = build(dtype)
-    if compile is None:  # second entry, inside _reference_elementwise
+    if compile:
         torch._dynamo.reset()
         compile_blocks(model)
     args = inputs(dtype)

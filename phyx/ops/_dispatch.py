@@ -17,6 +17,12 @@ ATTENTION_FEATURES = frozenset({"bool_mask", "additive_mask", "kv_lens", "q_lens
                                 "gqa", "lse", "scale"})
 _ALL_FLOATS = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16})
 
+def _composite_norm_modulate(x, shift, scale, eps=1e-6, out_dtype=None):
+    # K is the live table defined below; looked up at call time
+    y = K.modulate(K.layer_norm(x, None, None, eps), shift, scale)
+    return y if out_dtype is None or y.dtype == out_dtype else y.to(out_dtype)
+
+
 REFERENCE_KERNELS = {
     "attention": Kernel("attention", "reference", reference.attention,
                         OpSupport(_ALL_FLOATS, ATTENTION_FEATURES), "reference",
@@ -33,7 +39,7 @@ REFERENCE_KERNELS = {
     # Without a fused kernel, norm_modulate is the backend's own layer_norm then modulate (looked
     # up at call time, so pins and parity wraps apply); under policy 'reference' that is exactly
     # reference.norm_modulate.
-    "norm_modulate": Kernel("norm_modulate", "reference", lambda *a: _composite_norm_modulate(*a),
+    "norm_modulate": Kernel("norm_modulate", "reference", _composite_norm_modulate,
                             OpSupport(_ALL_FLOATS), "reference",
                             "the chosen layer_norm, then the chosen modulate"),
     "gelu": Kernel("gelu", "reference", reference.gelu,
@@ -43,11 +49,6 @@ REFERENCE_KERNELS = {
     "relu2": Kernel("relu2", "reference", reference.relu2, OpSupport(_ALL_FLOATS), "reference"),
 }
 
-
-
-def _composite_norm_modulate(x, shift, scale, eps=1e-6, out_dtype=None):
-    y = K.modulate(K.layer_norm(x, None, None, eps), shift, scale)
-    return y if out_dtype is None or y.dtype == out_dtype else y.to(out_dtype)
 
 
 def _bootstrap(op: str):
