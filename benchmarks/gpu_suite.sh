@@ -3,7 +3,8 @@
 #   benchmarks/gpu_suite.sh            # on the GPU machine (writes into $OUT, default ./out/gpu)
 #   benchmarks/gpu_suite.sh --cpu      # dry run of the same steps on the CPU, tiny shapes
 # Steps: STEPS="tests parity ops models" (default all). Each step is time-boxed so one hang
-# cannot eat the rest; every log and JSON lands in $OUT.
+# cannot eat the rest; every log and JSON lands in $OUT. Knobs: OPS_SECTIONS, OPS_NAME, MODELS,
+# MODES, PEER_ATTENTION (native | fa4), MODELS_NAME, *_TIMEOUT.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out/gpu}
@@ -19,6 +20,11 @@ if [ -d .whl ] && ! $PY -c "import diffusers" 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
+# FlashAttention-4 (optional): travels as .fa4a/ + .fa4b/ (benchmarks/tools/fa4_install.sh)
+if [ -d .fa4a ] || [ -d .fa4b ]; then bash benchmarks/tools/fa4_install.sh; fi
+if [ -d /tmp/site/nvidia_cutlass_dsl ]; then
+  export PYTHONPATH=/tmp/site:/tmp/site/nvidia_cutlass_dsl/dsl_packages${PYTHONPATH:+:$PYTHONPATH}
+fi
 # phyx from this tree without touching the machine's torch
 export PYTHONPATH=$PWD:$PWD/backends${PYTHONPATH:+:$PYTHONPATH}
 
@@ -28,7 +34,7 @@ export PYTHONPATH=$PWD:$PWD/backends${PYTHONPATH:+:$PYTHONPATH}
   $PY - <<'EOF'
 import torch, importlib
 print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available())
-for m in ("triton", "diffusers", "transformers", "flash_attn", "flash_attn_interface"):
+for m in ("triton", "diffusers", "transformers", "flash_attn", "flash_attn_interface", "flash_attn.cute"):
     try:
         print(m, getattr(importlib.import_module(m), "__version__", "?"))
     except Exception as e:
@@ -49,7 +55,9 @@ for step in $STEPS; do
       timeout ${OPS_TIMEOUT:-330} $PY -m phyx.cli bench ops --backend "$BACKEND" $QUICK ${OPS_SECTIONS:+--sections $OPS_SECTIONS} \
         --out "$OUT/${OPS_NAME:-ops}.json" 2>&1 | tee "$OUT/${OPS_NAME:-ops}.log" ;;
     models)
-      timeout ${MODELS_TIMEOUT:-560} $PY -m phyx.cli bench models --backend "$BACKEND" $QUICK ${MODELS:+--models $MODELS} --out "$OUT/models.json" 2>&1 | tee "$OUT/models.log" ;;
+      timeout ${MODELS_TIMEOUT:-560} $PY -m phyx.cli bench models --backend "$BACKEND" $QUICK ${MODELS:+--models $MODELS} \
+        ${MODES:+--modes $MODES} ${PEER_ATTENTION:+--peer-attention $PEER_ATTENTION} \
+        --out "$OUT/${MODELS_NAME:-models}.json" 2>&1 | tee "$OUT/${MODELS_NAME:-models}.log" ;;
   esac
 done
 echo "suite done: $(ls "$OUT")"

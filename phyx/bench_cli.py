@@ -47,7 +47,8 @@ def _cmd_models(args) -> int:
     models = args.models.split(",") if args.models else None
     result = run_models(models=models, modes=args.modes.split(","), quick=args.quick,
                         peer=not args.no_peer, peak_tflops=args.peak_tflops, layers=args.layers,
-                        breakdown=args.breakdown, compile=args.compile)
+                        breakdown=args.breakdown, compile=args.compile,
+                        peer_attention=args.peer_attention)
     return _finish(result, args)
 
 
@@ -118,6 +119,9 @@ def register(sub) -> None:
                          "compilation); phyx's elementwise ops run as plain torch for inductor to fuse")
     pm.add_argument("--breakdown", action="store_true",
                     help="also profile one step: device time per kernel category and the top kernels")
+    pm.add_argument("--peer-attention", choices=("native", "fa4"), default="native",
+                    help="diffusers' attention backend: its default 'native' (torch SDPA) or 'fa4' "
+                         "(its flash_4_hub backend fed the installed flash-attn-4)")
     pm.add_argument("--peak-tflops", type=float, default=None,
                     help="matmul peak for MFU (default: measured in the same run)")
     pm.set_defaults(func=_cmd_models)

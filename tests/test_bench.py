@@ -245,3 +245,61 @@ def test_time_call_warms_up_before_timing():
     with using_backend("cpu", "fast"):
         t = time_call(fn, warmup=2, iters=3)
     assert n["calls"] == 2 + t["iters"] and t["max_ms"] < 40
+
+
+def test_peer_attention_fa4_runs_diffusers_fa4_backend_and_counts_flops_through_sdpa(monkeypatch):
+    """--peer-attention fa4: diffusers' flash_4_hub backend gets the installed flash-attn-4 (here a
+    plain-torch stand-in with its contract) for the timed steps; FLOPs are counted through SDPA,
+    so both peers report the same count."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from phyx.bench.models import run_models
+    from phyx.ops import reference
+
+    calls = []
+
+    def fake_fa4(q, k, v, softmax_scale=None, causal=False, **_):
+        calls.append(tuple(q.shape))
+        return reference.attention(q, k, v, is_causal=causal, scale=softmax_scale, return_lse=True)
+
+    from diffusers.models import attention_dispatch as ad  # before the stand-in: it probes flash_attn
+
+    def module(name):
+        m = types.ModuleType(name)
+        m.__spec__ = importlib.machinery.ModuleSpec(name, None)  # diffusers probes with find_spec
+        return m
+
+    cute = module("flash_attn.cute")
+    cute.flash_attn_func = fake_fa4
+    monkeypatch.setitem(sys.modules, "flash_attn", module("flash_attn"))
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
+    hub = ad._HUB_KERNELS_REGISTRY[ad.AttentionBackendName.FLASH_4_HUB]
+    monkeypatch.setattr(hub, "kernel_fn", None)
+    rows = {}
+    with using_backend("cpu", "fast"):
+        for peer in ("native", "fa4"):
+            r = run_models(models=["wan2.1-1.3b-480p81f"], modes=("forward",), quick=True,
+                           peak_tflops=1.0, peer_attention=peer, log=lambda *_: None)
+            rows[peer] = {rec["impl"]: rec for rec in r["models"]}
+            assert r["peer_attention"] == peer
+    assert calls, "diffusers never called FlashAttention-4"
+    assert ad._AttentionBackendRegistry._active_backend == ad.AttentionBackendName.NATIVE  # restored
+    d_native, d_fa4 = rows["native"]["diffusers"], rows["fa4"]["diffusers"]
+    assert "error" not in d_fa4, d_fa4
+    assert "FlashAttention-4" in d_fa4["attention"] and "SDPA" in d_native["attention"]
+    assert d_fa4["flops"] == d_native["flops"] > 0
+    assert rows["fa4"]["phyx"]["attention"] == rows["native"]["phyx"]["attention"] == "torch.sdpa"
+
+
+def test_peer_attention_rejects_unknown_and_missing_fa4(monkeypatch):
+    import sys
+
+    from phyx.bench.models import _diffusers_backend
+
+    with pytest.raises(ValueError, match="peer-attention"):
+        _diffusers_backend("sage")
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", None)  # import fails
+    with pytest.raises(ValueError, match="flash-attn-4"):
+        _diffusers_backend("fa4")

@@ -18,7 +18,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # relative L2 error bound per dtype against the fp32 reference of the same inputs
 REL_TOL = {torch.float32: 3e-3, torch.bfloat16: 2e-2, torch.float16: 4e-3}
-ATTN_KERNELS = ["sdpa", "sdpa.cudnn", "sdpa.flash", "sdpa.efficient", "flash_attn2", "flash_attn3"]
+ATTN_KERNELS = ["sdpa", "sdpa.cudnn", "sdpa.flash", "sdpa.efficient", "flash_attn2", "flash_attn3",
+                "flash_attn4", "flash_attn4_or_sdpa"]
+# kernels that must run every case (they hand what their vendor kernel cannot do to SDPA)
+RUN_EVERYTHING = ("sdpa", "flash_attn4_or_sdpa")
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +115,8 @@ def test_attention_kernel_matches_reference(cuda, kname, dtype_name, lse):
             # a declared-unsupported argument must be refused. Beyond that only two refusals
             # are allowed, and never by the catch-all 'sdpa': cuDNN refusing inputs torch has
             # no cuDNN kernel for, and flash kernels refusing top-left causal with Sq != Skv
-            allowed = kname == "sdpa.cudnn" or (case == "causal_rect" and "flash" in kname)
+            allowed = kname == "sdpa.cudnn" or (case == "causal_rect" and "flash" in kname
+                                                and kname not in RUN_EVERYTHING)
             assert not declared or allowed, f"{kname} refused {case}: {e}"
             refused.append(case)
             continue
@@ -133,8 +137,8 @@ def test_attention_kernel_matches_reference(cuda, kname, dtype_name, lse):
             assert torch.equal(torch.isfinite(g), fin), f"{kname} {case}: lse -inf rows differ"
             assert (g[fin] - w[fin]).abs().max().item() < 2e-2, f"{kname} {case}: lse differs"
         ran.append(case)
-    if kname == "sdpa":
-        assert not refused, f"'sdpa' must run every case, refused {refused}"
+    if kname in RUN_EVERYTHING:
+        assert not refused, f"{kname!r} must run every case, refused {refused}"
     if dtype in kern.support.dtypes and kname != "sdpa.cudnn":
         assert ran, f"{kname} ran no case at all in {dtype_name}"
     if dtype not in kern.support.dtypes:
@@ -157,7 +161,7 @@ def test_cudnn_runs_a_video_model_shape(cuda, dtype_name):
 def test_flash_kernels_refuse_masks_and_bottom_right_causal(cuda):
     from phyx.errors import UnsupportedArgumentError
 
-    for name in ("sdpa.flash", "flash_attn2", "flash_attn3"):
+    for name in ("sdpa.flash", "flash_attn2", "flash_attn3", "flash_attn4"):
         try:
             kern = _kernel("attention", name)
         except pytest.skip.Exception:
@@ -172,10 +176,17 @@ def test_flash_kernels_refuse_masks_and_bottom_right_causal(cuda):
                 kern.fn(q, k, k, None, None, None, True, None, False)
 
 
-def test_policy_fast_picks_sdpa_and_lse_works_through_phyx_ops(cuda):
+def _expected_fast_attention():
+    from phyx_cuda.attention import FA4_MEASURED_FASTER, fa4_installed
+
+    measured = tuple(torch.cuda.get_device_capability()) in FA4_MEASURED_FASTER
+    return "flash_attn4_or_sdpa" if fa4_installed() and measured else "sdpa"
+
+
+def test_policy_fast_picks_the_measured_fastest_and_lse_works_through_phyx_ops(cuda):
     import phyx.ops as ops
 
-    assert ops.chosen_kernel("attention").name == "sdpa"
+    assert ops.chosen_kernel("attention").name == _expected_fast_attention()
     q = torch.randn(1, 300, 8, 128, device="cuda", dtype=torch.bfloat16)
     out, lse = ops.attention(q, q, q, return_lse=True)
     want, wlse = ops.reference.attention(q.float(), q.float(), q.float(), return_lse=True)
@@ -190,10 +201,38 @@ def test_wan_sized_attention_phyx_equals_direct_sdpa(cuda):
     import phyx.ops as ops
 
     q, k, v = (torch.randn(1, 4680, 12, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    a = ops.attention(q, k, v)
+    ops.use_kernel("attention", "sdpa")
+    try:
+        a = ops.attention(q, k, v)
+    finally:
+        ops.use_kernel("attention", None)
     b = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
                                        v.transpose(1, 2)).transpose(1, 2)
     assert torch.equal(a, b)
+
+
+def test_fa4_is_as_accurate_as_sdpa_at_a_wan_shape(cuda):
+    """Where FA4 leads (policy 'fast'), it must not cost accuracy: at a Wan-like shape its output
+    and gradients are no further from the float64 reference than SDPA's (cuDNN), within 25%."""
+    import phyx.ops as ops
+
+    fa4 = _kernel("attention", "flash_attn4")
+    sdpa = _kernel("attention", "sdpa")
+    g = torch.Generator(device="cuda").manual_seed(7)
+    q, k, v, do = (torch.randn(1, 4680, 12, 128, device="cuda", dtype=torch.bfloat16, generator=g)
+                   for _ in range(4))
+    q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+    want = ops.reference.attention(q64, k64, v64)
+    want.backward(do.double())
+    errs = {}
+    for kern in (fa4, sdpa):
+        qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+        out = kern.fn(qg, kg, vg, None, None, None, False, None, False)
+        out.backward(do)
+        errs[kern.name] = [_rel(a.float(), b) for a, b in
+                           ((out, want), (qg.grad, q64.grad), (kg.grad, k64.grad), (vg.grad, v64.grad))]
+    for e4, es, what in zip(errs["flash_attn4"], errs["sdpa"], ("out", "dq", "dk", "dv")):
+        assert e4 <= 1.25 * es + 1e-6, f"{what}: FA4 rel L2 {e4:.2e} vs SDPA {es:.2e}"
 
 
 # ------------------------------------------------------------------ Triton fused ops

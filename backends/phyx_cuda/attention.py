@@ -1,4 +1,5 @@
-"""CUDA attention kernels in phyx's B S N D contract.
+"""CUDA attention kernels in phyx's B S N D contract: torch SDPA (and its pinned backends),
+flash-attn 2 / 3 and FlashAttention-4 when installed.
 
 One shared wrapper (`make_kernel`) does what every kernel needs the same way:
 - checks each optional argument against the kernel's OpSupport and raises
@@ -11,14 +12,17 @@ Each `core` then only sees q/k/v [B, S, N, D], an optional mask, is_causal, scal
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import os
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from phyx.backend.base import Kernel, OpSupport
-from phyx.errors import UnsupportedArgumentError
+from phyx.errors import BackendUnavailableError, UnsupportedArgumentError
 from phyx.ops._dispatch import ATTENTION_FEATURES
 
 HALF = frozenset({torch.float16, torch.bfloat16})
@@ -272,10 +276,107 @@ def flash_attn_kernels():
     return ks
 
 
+# --------------------------------------------------------------------------- flash-attn 4 (CuTe DSL)
+# GPU architectures (major, minor) on which FlashAttention-4 was measured faster than torch SDPA
+# (cuDNN, torch's choice there) at every self-attention shape of phyx.bench, forward and fwd+bwd,
+# with errors against the fp32 reference no larger than SDPA's. Only there does policy 'fast'
+# prefer it. H200 (sm90), 2026-11-26: forward 1.07-1.24x, forward+backward 1.11-1.17x
+# (benchmarks/results/2026-11-26-h200-fa4-probe.log).
+FA4_MEASURED_FASTER = {(9, 0): "benchmarks/results/2026-11-26-h200-fa4-probe.log"}
+FA4_DOC = "FlashAttention-4 (flash-attn-4, CuTe DSL) flash_attn.cute.flash_attn_func (B S N D, native GQA)"
+
+# CuTe DSL warns once per compiled kernel that FA4's AuxData argument is not a JIT argument; the
+# value is a compile-time constant there, so the warning says nothing to a phyx user.
+warnings.filterwarnings("ignore", message=r"Argument aux_data .* cannot be converted to a JitArgument")
+
+
+def fa4_installed() -> bool:
+    """flash-attn-4 is installed (not imported: its compiler loads ~200 MB on first use)."""
+    if os.environ.get("PHYX_CUDA_FA4", "1") == "0":
+        return False
+    try:
+        return importlib.util.find_spec("flash_attn.cute") is not None
+    except Exception:  # noqa: BLE001 - find_spec imports the parent package, which may be broken
+        return False
+
+
+_FA4_FN = {}
+
+
+def _fa4_import():
+    """flash_attn_func, imported on first use and hidden from torch.compile (a graph break: its
+    CuTe kernels are not traceable)."""
+    if "fn" not in _FA4_FN:
+        try:
+            from flash_attn.cute import flash_attn_func  # noqa: PLC0415
+        except Exception as e:  # noqa: BLE001
+            raise BackendUnavailableError(
+                f"flash-attn-4 is installed but does not import ({type(e).__name__}: {e}). "
+                f"Reinstall it (pip install 'phyx[fa4]') or set PHYX_CUDA_FA4=0 to use torch SDPA.") from e
+        _FA4_FN["fn"] = torch.compiler.disable(flash_attn_func)
+    return _FA4_FN["fn"]
+
+
+def _fa4_refusal(q, k, v, is_causal) -> str | None:
+    """Why FA4 cannot take these inputs (None: it can). Masks and dtypes are the wrapper's check."""
+    D, Dv = q.shape[-1], v.shape[-1]
+    if not (8 <= D <= 256 and 8 <= Dv <= 256 and D % 8 == 0 and Dv % 8 == 0):
+        return f"takes head dims 8..256 in steps of 8, got {D} / {Dv}"
+    if is_causal and q.shape[1] != k.shape[1]:
+        return (f"aligns causal bottom-right; phyx's is_causal is top-left (as SDPA), which differs "
+                f"with Sq={q.shape[1]} != Skv={k.shape[1]}")
+    if not (q.dtype == k.dtype == v.dtype):
+        return f"needs one dtype for q, k, v, got {q.dtype}, {k.dtype}, {v.dtype}"
+    return None
+
+
+# Below this many keys FA4 lost to SDPA (cuDNN): 0.81 vs 0.61 ms for Wan 14B's cross-attention
+# (32760 queries, 512 text keys) on the H200; it won at every self-attention shape (21120-84480
+# keys). The SDPA-backed kernel sends shorter key sequences to SDPA. Not tuned between the two.
+FA4_MIN_KEYS = 4096
+
+
+def fa4_core(flash_attn_func=None, fallback=None):
+    """FA4 on what it can take; the rest goes to `fallback` (a core) or is refused. With a
+    fallback, key sequences shorter than FA4_MIN_KEYS go to the fallback too."""
+    def core(q, k, v, mask, is_causal, scale, return_lse):
+        why = None if mask is None and q.dtype in HALF else "takes no mask and only fp16 / bf16"
+        why = why or _fa4_refusal(q, k, v, is_causal)
+        if fallback is not None and k.shape[1] < FA4_MIN_KEYS:
+            why = why or "is slower than SDPA on short key sequences"
+        if why is not None:
+            if fallback is not None:
+                return fallback(q, k, v, mask, is_causal, scale, return_lse)
+            raise UnsupportedArgumentError(f"flash-attn 4 {why}; use kernel 'sdpa'.")
+        fn = flash_attn_func or _fa4_import()
+        out, lse = fn(q, k, v, softmax_scale=scale, causal=is_causal, return_lse=return_lse)
+        return (out, lse.float()) if return_lse else out
+    return core
+
+
+def flash_attn4_kernels(flash_attn_func=None, capability=None) -> tuple[list, list]:
+    """(kernels to put first, kernels to append). 'flash_attn4' is FA4 alone (refuses what it
+    cannot run); 'flash_attn4_or_sdpa' runs FA4 where it can and torch SDPA for the rest, and
+    leads the list (policy 'fast') only on an architecture in FA4_MEASURED_FASTER."""
+    if flash_attn_func is None and not fa4_installed():
+        return [], []
+    if capability is None:
+        capability = tuple(torch.cuda.get_device_capability())
+    strict = make_kernel("flash_attn4", OpSupport(HALF, NO_MASK), fa4_core(flash_attn_func), FA4_DOC)
+    auto = make_kernel("flash_attn4_or_sdpa", OpSupport(FLOATS, ATTENTION_FEATURES),
+                       fa4_core(flash_attn_func, fallback=sdpa_auto),
+                       FA4_DOC + " where it applies (fp16/bf16, no mask, head dim <= 256, causal "
+                       "only with Sq == Skv); torch SDPA ('sdpa') otherwise")
+    if tuple(capability) in FA4_MEASURED_FASTER:
+        return [auto], [strict]
+    return [], [auto, strict]
+
+
 # --------------------------------------------------------------------------- registry
 def attention_kernels():
     """In order of preference: the first is what policy 'fast' uses."""
-    return [
+    first, last = flash_attn4_kernels()
+    return first + [
         make_kernel("sdpa", OpSupport(FLOATS, ATTENTION_FEATURES), sdpa_auto,
                     "torch SDPA, torch picks cuDNN / flash / efficient; lse through aten's flash "
                     "or memory-efficient kernel"),
@@ -285,7 +386,7 @@ def attention_kernels():
                     "torch SDPA pinned to its flash-attention 2 kernel"),
         make_kernel("sdpa.efficient", OpSupport(FLOATS, ATTENTION_FEATURES),
                     sdpa_pinned("efficient"), "torch SDPA pinned to the memory-efficient kernel"),
-    ] + flash_attn_kernels()
+    ] + flash_attn_kernels() + last
 
 
 def direct_calls(q, k, v, causal):
@@ -316,7 +417,14 @@ def direct_calls(q, k, v, causal):
         except Exception:  # noqa: BLE001 - not installed
             continue
         calls[label] = lambda fn=fn: fn(q, k, v, causal=causal)
+    if fa4_installed():
+        try:
+            fa4 = _fa4_import()
+        except BackendUnavailableError:
+            return calls
+        calls["flash_attn4.flash_attn_func"] = lambda: fa4(q, k, v, causal=causal)[0]
     return calls
 
 
-__all__ = ["attention_kernels", "make_kernel", "direct_calls"]
+__all__ = ["attention_kernels", "make_kernel", "direct_calls", "flash_attn4_kernels", "fa4_installed",
+           "FA4_MEASURED_FASTER"]

@@ -1,4 +1,4 @@
-"""NVIDIA CUDA backend: torch SDPA (cuDNN / flash / efficient), flash-attn 2/3 when installed,
+"""NVIDIA CUDA backend: torch SDPA (cuDNN / flash / efficient), flash-attn 2/3/4 when installed,
 Triton fused kernels where they beat eager; NCCL."""
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ class CudaBackend(Backend):
 
     def kernels(self):
         # attention: 'sdpa' first (torch picks cuDNN / flash / efficient; lse through aten's
-        # kernels), then the pinned SDPA variants and flash-attn 2/3 when importable; then the
-        # Triton fused ops that beat eager. Built once per backend object.
+        # kernels), unless FlashAttention-4 is installed and was measured faster on this GPU's
+        # architecture ('flash_attn4_or_sdpa' first); then the pinned SDPA variants and flash-attn
+        # 2/3/4 when importable; then the Triton fused ops that beat eager. Built once per backend.
         if getattr(self, "_kernels", None) is None:
             self._kernels = ck.extra_kernels()
         return self._kernels
@@ -67,11 +68,13 @@ class CudaBackend(Backend):
             v["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
         except Exception:
             pass
-        for mod in ("flash_attn", "flash_attn_interface", "triton"):
+        # distributions, not modules: flash-attn 2 and 4 share the 'flash_attn' package name
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+        for dist in ("flash-attn", "flash-attn-3", "flash-attn-4", "nvidia-cutlass-dsl", "triton"):
             try:
-                m = __import__(mod)
-                v[mod] = getattr(m, "__version__", "installed")
-            except Exception:
+                v[dist] = version(dist)
+            except PackageNotFoundError:
                 pass
         v["visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES", "(all)")
         return v

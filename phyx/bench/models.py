@@ -295,8 +295,77 @@ def _reference_elementwise():
             phyx.ops.use_kernel(op, name)
 
 
-def _measure(build, inputs, mode, dtype, peak_tflops, iters, breakdown=False, compile=False):
-    with _reference_elementwise() if compile else contextlib.nullcontext():
+PEER_ATTENTION = ("native", "fa4")
+
+
+def _diffusers_backend(name: str):
+    """diffusers' attention backend for --peer-attention: 'native' (torch SDPA, diffusers' default)
+    or 'fa4', diffusers' own FlashAttention-4 backend ('flash_4_hub') fed the installed
+    flash-attn-4 instead of a Hub download (there is no Hub here)."""
+    from diffusers.models import attention_dispatch as ad
+
+    if name == "native":
+        return ad.AttentionBackendName.NATIVE
+    if name != "fa4":
+        raise ValueError(f"unknown --peer-attention {name!r}; choose one of {PEER_ATTENTION}")
+    try:
+        from flash_attn.cute import flash_attn_func
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"--peer-attention fa4 needs flash-attn-4 (pip install 'phyx[fa4]'): {e}") from e
+    cfg = ad._HUB_KERNELS_REGISTRY[ad.AttentionBackendName.FLASH_4_HUB]
+    cfg.kernel_fn = cfg.kernel_fn or torch.compiler.disable(flash_attn_func)
+    return ad.AttentionBackendName.FLASH_4_HUB
+
+
+@contextlib.contextmanager
+def _diffusers_attention(backend):
+    """Every attention call of diffusers in this scope (the checkpoint recompute in backward
+    too) goes to `backend`."""
+    from diffusers.models import attention_dispatch as ad
+
+    before = ad._AttentionBackendRegistry._active_backend
+    ad._AttentionBackendRegistry.set_active_backend(backend)
+    try:
+        yield
+    finally:
+        ad._AttentionBackendRegistry.set_active_backend(before)
+
+
+@contextlib.contextmanager
+def _countable_attention():
+    """torch's FLOP counter sees aten's SDPA kernels, not FlashAttention-4's CuTe kernels: while
+    counting, both implementations run attention through SDPA (the same arithmetic)."""
+    from phyx.ops import _dispatch
+
+    names = [k.name for k in phyx.ops.available_kernels("attention")]
+    pinned = _dispatch._pinned.get("attention")
+    swap = "sdpa" in names and phyx.ops.chosen_kernel("attention").name != "sdpa"
+    with contextlib.ExitStack() as stack:
+        if swap:
+            phyx.ops.use_kernel("attention", "sdpa")
+            stack.callback(phyx.ops.use_kernel, "attention", pinned)
+        try:
+            from diffusers.models import attention_dispatch as ad
+        except Exception:  # noqa: BLE001 - no diffusers: nothing to switch
+            ad = None
+        if ad is not None:
+            stack.enter_context(_diffusers_attention(ad.AttentionBackendName.NATIVE))
+        yield
+
+
+def _attention_used(impl: str, peer_attention: str) -> str:
+    if impl == "phyx":
+        return phyx.ops.chosen_kernel("attention").name
+    return {"native": "diffusers native (torch SDPA)", "fa4": "diffusers flash_4_hub (FlashAttention-4)"}[peer_attention]
+
+
+def _measure(build, inputs, mode, dtype, peak_tflops, iters, breakdown=False, compile=False,
+             attention_scope=None):
+    with contextlib.ExitStack() as stack:
+        if compile:
+            stack.enter_context(_reference_elementwise())
+        if attention_scope is not None:
+            stack.enter_context(attention_scope)
         return _measure_step(build, inputs, mode, dtype, peak_tflops, iters, breakdown, compile)
 
 
@@ -337,7 +406,8 @@ def _measure_step(build, inputs, mode, dtype, peak_tflops, iters, breakdown, com
             from phyx.bench.profile import kernel_breakdown
 
             rec["breakdown"] = kernel_breakdown(step)
-        flops, why = _count_flops(step)
+        with _countable_attention():
+            flops, why = _count_flops(step)
         if why:
             rec["flops_error"] = why
         if flops:
@@ -353,7 +423,8 @@ def _measure_step(build, inputs, mode, dtype, peak_tflops, iters, breakdown, com
 
 
 def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, peak_tflops=None,
-               dtype=torch.bfloat16, layers=None, breakdown=False, compile=False, log=print) -> dict:
+               dtype=torch.bfloat16, layers=None, breakdown=False, compile=False,
+               peer_attention="native", log=print) -> dict:
     from phyx.bench.env import machine_meta
     from phyx.bench.ops import device_peaks
 
@@ -368,6 +439,9 @@ def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, 
     # elementwise ops as plain torch, see COMPILE_AS_REFERENCE); the time of a step excludes the
     # compilation (the warm-up step compiles)
     out["compiled"] = bool(compile)
+    # the diffusers peer's attention backend: its default (torch SDPA) or FlashAttention-4
+    out["peer_attention"] = peer_attention
+    peer_backend = _diffusers_backend(peer_attention) if peer and peer_attention != "native" else None
     unknown = [n for n in (models or []) if n not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
@@ -384,10 +458,14 @@ def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, 
             per_impl = {}
             for impl in (("phyx", "diffusers") if peer else ("phyx",)):
                 rec = {"case": name, "mode": mode, "impl": impl, "shape": spec["shape"],
-                       "dtype": str(dtype).replace("torch.", ""), "compiled": bool(compile)}
+                       "dtype": str(dtype).replace("torch.", ""), "compiled": bool(compile),
+                       "attention": _attention_used(impl, peer_attention)}
+                scope = (_diffusers_attention(peer_backend)
+                         if impl == "diffusers" and peer_backend is not None else None)
                 try:
                     rec.update(_measure(spec[impl], spec["inputs"], mode, dtype, peak_tflops,
-                                        iters=2, breakdown=breakdown, compile=compile))
+                                        iters=2, breakdown=breakdown, compile=compile,
+                                        attention_scope=scope))
                 except torch.OutOfMemoryError as e:
                     rec["error"] = f"out of memory: {str(e)[:160]}"
                 except Exception as e:  # noqa: BLE001

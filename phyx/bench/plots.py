@@ -176,7 +176,7 @@ def plot_models(result: dict, path) -> dict | None:
     ms: dict[str, dict[str, dict[str, float]]] = {}  # mode -> impl -> case -> ms
     for r in recs:
         ms.setdefault(r["mode"], {}).setdefault(r.get("impl", "phyx"), {})[r["case"]] = r["ms"]
-    fig = _figure(5.0 * len(modes), 4.5)
+    fig = _figure(max(5.0 * len(modes), 7.0), 4.5)  # one panel: still room for the title
     speedups: dict[str, dict[str, float]] = {}
     for i, mode in enumerate(modes):
         ax = fig.add_subplot(1, len(modes), i + 1)
@@ -196,6 +196,8 @@ def plot_models(result: dict, path) -> dict | None:
         ax.set_title(MODE_LABELS.get(mode, mode), fontsize=9)
         ax.legend(fontsize=8)
     compiled = ", torch.compile" if result.get("compiled") else ""
+    if result.get("peer_attention", "native") != "native":
+        compiled += f", diffusers on {result['peer_attention']}"
     fig.suptitle(_title(f"Model step time, phyx vs diffusers{compiled}{_layers_note(result)} "
                         "(label: phyx speed-up)", result), fontsize=10)
     _save(fig, path)
