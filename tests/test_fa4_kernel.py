@@ -54,13 +54,16 @@ def test_not_installed_registers_nothing(monkeypatch):
 def test_fa4_gets_phyx_arguments_and_lse_comes_back_fp32():
     fake = FakeFA4()
     ks, _, _ = _kernels((9, 0), fake)
-    q, k, v = _qkv(Nkv=2)  # GQA goes to FA4 as is: it takes fewer KV heads natively
+    # GQA goes to FA4 as is (it takes fewer KV heads natively); enough keys for the SDPA-backed
+    # kernel to pick FA4 (below FA4_MIN_KEYS it uses SDPA)
+    S = A.FA4_MIN_KEYS
+    q, k, v = _qkv(B=1, Sq=S, Skv=S, N=2, Nkv=1, D=16)
     for name in ("flash_attn4", "flash_attn4_or_sdpa"):
         out, lse = ks[name].fn(q, k, v, None, None, None, True, 0.3, True)
         want, wlse = reference.attention(q, k, v, is_causal=True, scale=0.3, return_lse=True)
         assert torch.equal(out, want) and lse.dtype == torch.float32
         assert torch.allclose(lse, wlse.float())
-    assert fake.calls == [{"shape": (2, 40, 4, 64), "scale": 0.3, "causal": True, "return_lse": True}] * 2
+    assert fake.calls == [{"shape": (1, S, 2, 16), "scale": 0.3, "causal": True, "return_lse": True}] * 2
 
 
 def test_strict_kernel_refuses_what_fa4_cannot_run():
@@ -88,6 +91,7 @@ def test_or_sdpa_hands_the_rest_to_sdpa():
         (_qkv(torch.float32), None, False),                 # fp32
         (_qkv(Sq=24, Skv=40), None, True),                  # top-left causal, Sq != Skv
         (_qkv(D=260), None, False),                         # head dim FA4 has no kernel for
+        (_qkv(), None, False),                              # fewer keys than FA4_MIN_KEYS
     ]
     for (q, k, v), mask, causal in cases:
         if mask is not None:
