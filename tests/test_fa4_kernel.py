@@ -112,3 +112,16 @@ def test_kv_lens_and_q_lens_go_through_the_shared_wrapper():
     want = reference.attention(q, k, v, kv_lens=kv_lens, q_lens=q_lens)
     assert torch.allclose(got.float(), want.float(), atol=1e-2)
     assert [c["shape"] for c in fake.calls] == [(1, 40, 4, 64), (1, 40, 4, 64)]  # per batch element
+
+
+def test_a_broken_fa4_install_is_a_clear_error_naming_the_fix(monkeypatch):
+    import sys
+
+    from phyx.errors import BackendUnavailableError
+
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", None)  # installed, but the import fails
+    monkeypatch.setattr(A, "_FA4_FN", {})
+    core = A.fa4_core()  # no function given: imports flash_attn.cute on first use
+    q, k, v = _qkv(B=1, Sq=8, Skv=8, N=2, D=16)
+    with pytest.raises(BackendUnavailableError, match="PHYX_CUDA_FA4=0"):
+        core(q, k, v, None, False, None, False)
