@@ -4,7 +4,8 @@
 #   benchmarks/gpu_suite.sh --cpu      # dry run of the same steps on the CPU, tiny shapes
 # Steps: STEPS="tests parity ops models" (default all). Each step is time-boxed so one hang
 # cannot eat the rest; every log and JSON lands in $OUT. Knobs: OPS_SECTIONS, OPS_NAME, MODELS,
-# MODES, PEER_ATTENTION (native | fa4), MODELS_NAME, *_TIMEOUT.
+# MODES, PEER_ATTENTION (native | fa4), MODELS_NAME, PROFILE (a folder: vendor profiler traces),
+# BACKEND (default cuda; cpu with --cpu), *_TIMEOUT.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out/gpu}
@@ -28,9 +29,23 @@ fi
 # phyx from this tree without touching the machine's torch
 export PYTHONPATH=$PWD:$PWD/backends${PYTHONPATH:+:$PYTHONPATH}
 
+# BACKEND: cuda by default; benchmarks/npu_suite.sh runs these same steps with BACKEND=npu
+if [ "$MODE" = cpu ]; then BACKEND=${BACKEND:-cpu}; QUICK=--quick; else BACKEND=${BACKEND:-cuda}; QUICK=; fi
+case $BACKEND in
+  cuda) BACKEND_TESTS="tests/test_cuda_backend.py tests/test_triton_kernels.py" ;;
+  npu|npu-emulated) BACKEND_TESTS="tests/test_npu_backend.py tests/test_npu_emulator.py" ;;
+  *) BACKEND_TESTS="tests/test_cuda_backend.py tests/test_triton_kernels.py" ;;
+esac
+# PROFILE=DIR: the vendor profiler (torch_npu's on an NPU) around the ops run and one extra step
+# of every model row, traces under DIR
+PROFILE_OPS=${PROFILE:+--profile $PROFILE/ops}
+PROFILE_MODELS=${PROFILE:+--profile $PROFILE/models}
+
 {
   echo "date: $(date -u +%FT%TZ)"
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv 2>/dev/null
+  command -v npu-smi >/dev/null && npu-smi info 2>/dev/null
+  env | grep -E '^(TASK_QUEUE_ENABLE|CPU_AFFINITY_CONF|PYTORCH_NPU_ALLOC_CONF|ASCEND_RT_VISIBLE_DEVICES)=' || true
   $PY - <<'EOF'
 import torch, importlib
 print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available())
@@ -40,23 +55,22 @@ for m in ("triton", "diffusers", "transformers", "flash_attn", "flash_attn_inter
     except Exception as e:
         print(m, "MISSING", type(e).__name__)
 EOF
-  $PY -m phyx.cli info
+  $PY -m phyx.cli info --backend "$BACKEND"
 } 2>&1 | tee "$OUT/env.txt"
 
-if [ "$MODE" = cpu ]; then BACKEND=cpu; QUICK=--quick; else BACKEND=cuda; QUICK=; fi
 
 for step in $STEPS; do
   case $step in
     tests)
-      timeout ${TESTS_TIMEOUT:-240} $PY -m pytest -q -p no:cacheprovider tests/test_cuda_backend.py tests/test_triton_kernels.py -rs --tb=short 2>&1 | tee "$OUT/tests.log" | tail -50 ;;
+      timeout ${TESTS_TIMEOUT:-240} $PY -m pytest -q -p no:cacheprovider $BACKEND_TESTS -rs --tb=short 2>&1 | tee "$OUT/tests.log" | tail -50 ;;
     parity)
       timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_ops_parity.py --backend "$BACKEND" --tb=line 2>&1 | tee "$OUT/parity.log" | tail -30 ;;
     ops)
-      timeout ${OPS_TIMEOUT:-330} $PY -m phyx.cli bench ops --backend "$BACKEND" $QUICK ${OPS_SECTIONS:+--sections $OPS_SECTIONS} \
+      timeout ${OPS_TIMEOUT:-330} $PY -m phyx.cli bench ops --backend "$BACKEND" $QUICK ${OPS_SECTIONS:+--sections $OPS_SECTIONS} $PROFILE_OPS \
         --out "$OUT/${OPS_NAME:-ops}.json" 2>&1 | tee "$OUT/${OPS_NAME:-ops}.log" ;;
     models)
       timeout ${MODELS_TIMEOUT:-560} $PY -m phyx.cli bench models --backend "$BACKEND" $QUICK ${MODELS:+--models $MODELS} \
-        ${MODES:+--modes $MODES} ${PEER_ATTENTION:+--peer-attention $PEER_ATTENTION} \
+        ${MODES:+--modes $MODES} ${PEER_ATTENTION:+--peer-attention $PEER_ATTENTION} $PROFILE_MODELS \
         --out "$OUT/${MODELS_NAME:-models}.json" 2>&1 | tee "$OUT/${MODELS_NAME:-models}.log" ;;
   esac
 done

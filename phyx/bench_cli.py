@@ -48,7 +48,9 @@ def _cmd_models(args) -> int:
     result = run_models(models=models, modes=args.modes.split(","), quick=args.quick,
                         peer=not args.no_peer, peak_tflops=args.peak_tflops, layers=args.layers,
                         breakdown=args.breakdown, compile=args.compile,
-                        peer_attention=args.peer_attention)
+                        peer_attention=args.peer_attention, profile_dir=args.profile)
+    if args.profile:
+        result["meta"]["profile_dir"] = args.profile
     return _finish(result, args)
 
 
@@ -119,6 +121,10 @@ def register(sub) -> None:
                          "compilation); phyx's elementwise ops run as plain torch for inductor to fuse")
     pm.add_argument("--breakdown", action="store_true",
                     help="also profile one step: device time per kernel category and the top kernels")
+    pm.add_argument("--profile", default=None, metavar="DIR",
+                    help="after timing, profile one more step of each model / mode / implementation "
+                         "into DIR/<case>-<mode>-<impl> (torch_npu.profiler on the NPU, torch.profiler "
+                         "elsewhere)")
     pm.add_argument("--peer-attention", choices=("native", "fa4"), default="native",
                     help="diffusers' attention backend: its default 'native' (torch SDPA) or 'fa4' "
                          "(its flash_4_hub backend fed the installed flash-attn-4)")

@@ -303,3 +303,19 @@ def test_peer_attention_rejects_unknown_and_missing_fa4(monkeypatch):
     monkeypatch.setitem(sys.modules, "flash_attn.cute", None)  # import fails
     with pytest.raises(ValueError, match="flash-attn-4"):
         _diffusers_backend("fa4")
+
+
+def test_models_profile_writes_one_trace_per_row(tmp_path):
+    """`bench models --profile DIR`: one extra, untimed step of each row under the profiler
+    (torch_npu's on an NPU, torch's here), in DIR/<case>-<mode>-<impl>."""
+    from phyx.bench.models import run_models
+
+    with using_backend("cpu", "fast"):
+        r = run_models(models=["wan2.1-1.3b-480p81f"], modes=("forward",), quick=True, peak_tflops=1.0,
+                       profile_dir=str(tmp_path), log=lambda *_: None)
+    for rec in r["models"]:
+        assert "error" not in rec, rec
+        trace = tmp_path / f"{rec['case']}-forward-{rec['impl']}" / "trace.json"
+        assert rec["profile_dir"] == str(trace.parent)
+        events = json.loads(trace.read_text())["traceEvents"]
+        assert any("linear" in e.get("name", "") or "addmm" in e.get("name", "") for e in events)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import os
 
 import torch
 
@@ -360,16 +361,17 @@ def _attention_used(impl: str, peer_attention: str) -> str:
 
 
 def _measure(build, inputs, mode, dtype, peak_tflops, iters, breakdown=False, compile=False,
-             attention_scope=None):
+             attention_scope=None, profile_dir=None):
     with contextlib.ExitStack() as stack:
         if compile:
             stack.enter_context(_reference_elementwise())
         if attention_scope is not None:
             stack.enter_context(attention_scope)
-        return _measure_step(build, inputs, mode, dtype, peak_tflops, iters, breakdown, compile)
+        return _measure_step(build, inputs, mode, dtype, peak_tflops, iters, breakdown, compile,
+                             profile_dir)
 
 
-def _measure_step(build, inputs, mode, dtype, peak_tflops, iters, breakdown, compile):
+def _measure_step(build, inputs, mode, dtype, peak_tflops, iters, breakdown, compile, profile_dir=None):
     dev = phyx.get_backend().device
     model, call = build(dtype)
     if compile:
@@ -406,6 +408,14 @@ def _measure_step(build, inputs, mode, dtype, peak_tflops, iters, breakdown, com
             from phyx.bench.profile import kernel_breakdown
 
             rec["breakdown"] = kernel_breakdown(step)
+        if profile_dir:
+            # one more step, after the timed ones, under the vendor's profiler (torch_npu's on
+            # the NPU): the trace is for the vendor's tools; it changes no recorded time
+            from phyx.bench.profile import maybe_profile
+
+            with maybe_profile(profile_dir):
+                step()
+            rec["profile_dir"] = profile_dir
         with _countable_attention():
             flops, why = _count_flops(step)
         if why:
@@ -424,7 +434,7 @@ def _measure_step(build, inputs, mode, dtype, peak_tflops, iters, breakdown, com
 
 def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, peak_tflops=None,
                dtype=torch.bfloat16, layers=None, breakdown=False, compile=False,
-               peer_attention="native", log=print) -> dict:
+               peer_attention="native", profile_dir=None, log=print) -> dict:
     from phyx.bench.env import machine_meta
     from phyx.bench.ops import device_peaks
 
@@ -465,7 +475,9 @@ def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, 
                 try:
                     rec.update(_measure(spec[impl], spec["inputs"], mode, dtype, peak_tflops,
                                         iters=2, breakdown=breakdown, compile=compile,
-                                        attention_scope=scope))
+                                        attention_scope=scope,
+                                        profile_dir=os.path.join(profile_dir, f"{name}-{mode}-{impl}")
+                                        if profile_dir else None))
                 except torch.OutOfMemoryError as e:
                     rec["error"] = f"out of memory: {str(e)[:160]}"
                 except Exception as e:  # noqa: BLE001
