@@ -279,7 +279,7 @@ def flash_attn_kernels():
 # --------------------------------------------------------------------------- flash-attn 4 (CuTe DSL)
 # GPU architectures (major, minor) on which FlashAttention-4 was measured faster than torch SDPA
 # (cuDNN, torch's choice there) at every self-attention shape of phyx.bench, forward and fwd+bwd,
-# with errors against the fp32 reference no larger than SDPA's. Only there does policy 'fast'
+# with errors against the float64 reference no larger than SDPA's. Only there does policy 'fast'
 # prefer it. H200 (sm90), 2026-11-26: forward 1.07-1.24x, forward+backward 1.11-1.17x
 # (benchmarks/results/2026-11-26-h200-fa4-probe.log); the H100 (also sm90) model steps with it are
 # in benchmarks/results/2026-11-26-h100-models-fa4-*.json.
