@@ -120,6 +120,16 @@ def test_rope_tables_that_need_grad_run_the_reference(T):
     assert ang.grad is not None and ang.grad.abs().sum() > 0
 
 
+def _assert_kernel_matches_eager(kernel, eager, args, names, dtype):
+    """Output within one rounding of eager's, and each gradient's shape, dtype and value."""
+    got, grads = _run(kernel, *args)
+    want, grads_ref = _run(eager, *args)
+    assert got.dtype == want.dtype and _within_one_rounding(got, want)
+    for name, a, b in zip(names, grads, grads_ref):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        assert _rel(a, b) < GRAD_TOL[dtype], f"grad {name}: rel L2 {_rel(a, b):.2e}"
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("mod_shape,mod_fp32", [((2, 1, 40), True), ((2, 7, 40), False),
                                                 ((40,), False), ((2, 1, 40), False)])
@@ -128,12 +138,8 @@ def test_modulate_backward_matches_eager(T, dtype, mod_shape, mod_fp32):
     mdt = torch.float32 if mod_fp32 else dtype
     shift = torch.randn(mod_shape, dtype=mdt)
     scale = torch.randn(mod_shape, dtype=mdt) * 0.1
-    got, grads = _run(T.modulate, x, shift, scale)
-    want, grads_ref = _run(reference.modulate, x, shift, scale)
-    assert got.dtype == want.dtype and _within_one_rounding(got, want)
-    for name, a, b in zip(("x", "shift", "scale"), grads, grads_ref):
-        assert a.shape == b.shape and a.dtype == b.dtype, name
-        assert _rel(a, b) < GRAD_TOL[dtype], f"grad {name}: rel L2 {_rel(a, b):.2e}"
+    _assert_kernel_matches_eager(T.modulate, reference.modulate, (x, shift, scale),
+                                 ("x", "shift", "scale"), dtype)
 
 
 def test_checkpointed_block_recomputes_through_the_kernels(T):
@@ -165,12 +171,8 @@ def test_gated_residual_forward_and_backward_match_eager(T, dtype, gate_shape, x
     x = torch.randn(2, 7, 40, dtype=torch.float32 if x_fp32 else dtype)
     y = torch.randn(2, 7, 40, dtype=dtype)
     gate = torch.randn(gate_shape, dtype=torch.float32 if x_fp32 else dtype)
-    got, grads = _run(T.gated_residual, x, y, gate)
-    want, grads_ref = _run(reference.gated_residual, x, y, gate)
-    assert got.dtype == want.dtype and _within_one_rounding(got, want)
-    for name, a, b in zip(("x", "y", "gate"), grads, grads_ref):
-        assert a.shape == b.shape and a.dtype == b.dtype, name
-        assert _rel(a, b) < GRAD_TOL[dtype], f"grad {name}: rel L2 {_rel(a, b):.2e}"
+    _assert_kernel_matches_eager(T.gated_residual, reference.gated_residual, (x, y, gate),
+                                 ("x", "y", "gate"), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

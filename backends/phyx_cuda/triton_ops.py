@@ -234,6 +234,12 @@ def rope(x, cos, sin, style="adjacent"):
 
 
 # --------------------------------------------------------------------------- modulate
+@triton.jit
+def _load_bl(PTR, b, l, col, sb, sl, sc, m):
+    """A [ROWS, cols] tile of a [B, L, C] operand read by strides (0 where it broadcasts)."""
+    return tl.load(PTR + b[:, None] * sb + l[:, None] * sl + col[None, :] * sc, mask=m, other=0.0)
+
+
 def _fits_rowwise(x, *others) -> bool:
     """x [N, C] or [B, L, C] in a Triton dtype, and every other operand a tensor in a Triton dtype
     that broadcasts to x's shape. Anything else runs the reference (which raises torch's own
@@ -258,9 +264,9 @@ def _modulate_kernel(X, SHIFT, SCALE, Y, n_rows, L, C,
     b = r // L
     l = r % L
     m = (r[:, None] < n_rows) & (col[None, :] < C)
-    x = tl.load(X + b[:, None] * sxb + l[:, None] * sxl + col[None, :] * sxc, mask=m, other=0.0)
-    sc = tl.load(SCALE + b[:, None] * scb + l[:, None] * scl + col[None, :] * scc, mask=m, other=0.0)
-    sh = tl.load(SHIFT + b[:, None] * shb + l[:, None] * shl + col[None, :] * shc, mask=m, other=0.0)
+    x = _load_bl(X, b, l, col, sxb, sxl, sxc, m)
+    sc = _load_bl(SCALE, b, l, col, scb, scl, scc, m)
+    sh = _load_bl(SHIFT, b, l, col, shb, shl, shc, m)
     # eager rounds after each op to the promoted dtype: (1 + scale) in T1, x * that in T2,
     # + shift in the output dtype
     t1 = (1.0 + sc.to(tl.float32)).to(T1)
@@ -328,9 +334,9 @@ def _gated_residual_kernel(X, YB, G, OUT, n_rows, L, C,
     b = r // L
     l = r % L
     m = (r[:, None] < n_rows) & (col[None, :] < C)
-    x = tl.load(X + b[:, None] * sxb + l[:, None] * sxl + col[None, :] * sxc, mask=m, other=0.0)
-    y = tl.load(YB + b[:, None] * syb + l[:, None] * syl + col[None, :] * syc, mask=m, other=0.0)
-    g = tl.load(G + b[:, None] * sgb + l[:, None] * sgl + col[None, :] * sgc, mask=m, other=0.0)
+    x = _load_bl(X, b, l, col, sxb, sxl, sxc, m)
+    y = _load_bl(YB, b, l, col, syb, syl, syc, m)
+    g = _load_bl(G, b, l, col, sgb, sgl, sgc, m)
     # eager: y * gate rounded to their promoted dtype T, then + x in the output dtype
     t = (y.to(tl.float32) * g.to(tl.float32)).to(T)
     out = x.to(tl.float32) + t.to(tl.float32)
@@ -403,8 +409,8 @@ def _norm_modulate_kernel(X, SHIFT, SCALE, Y, MEAN, RSTD, n_rows, L, C, eps,
         tl.store(MEAN + r, mean, mask=rm)
         tl.store(RSTD + r, rstd, mask=rm)
     ln = (xc * rstd[:, None]).to(X.dtype.element_ty).to(tl.float32)
-    sc = tl.load(SCALE + b[:, None] * scb + l[:, None] * scl + col[None, :] * scc, mask=m, other=0.0)
-    sh = tl.load(SHIFT + b[:, None] * shb + l[:, None] * shl + col[None, :] * shc, mask=m, other=0.0)
+    sc = _load_bl(SCALE, b, l, col, scb, scl, scc, m)
+    sh = _load_bl(SHIFT, b, l, col, shb, shl, shc, m)
     # then modulate with eager's roundings (see _modulate_kernel), stored in the output dtype
     t1 = (1.0 + sc.to(tl.float32)).to(T1)
     t2 = (ln * t1.to(tl.float32)).to(T2)
