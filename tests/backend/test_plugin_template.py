@@ -16,7 +16,7 @@ from phyx.errors import UnknownBackendError
 from phyx.ops import reference
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "templates" / "phyx-backend-template"
+TEMPLATE = REPO / "backends" / "template"
 
 
 @pytest.fixture(scope="module")
