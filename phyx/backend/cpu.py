@@ -34,6 +34,7 @@ class CpuBackend(Backend):
     dist_backend = "gloo"
     visible_devices_env = None
     priority = 0
+    host_env_vars = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
     def __init__(self):
         self.device = DeviceModule()
