@@ -128,7 +128,7 @@ def autodetect_candidates() -> tuple[list[tuple[int, str, type]], list[str]]:
             continue
         if not getattr(cls, "emulated", False):
             found.append((int(getattr(cls, "priority", 0)), name, cls))
-    found.sort(key=lambda t: (-t[0], t[1]))
+    found.sort(key=lambda t: (-t[0], t[1] != "cpu", t[1]))   # cpu first among its equals
     return found, broken
 
 
