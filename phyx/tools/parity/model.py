@@ -112,7 +112,10 @@ def _dname(d) -> str:
 
 
 def _device(b):
-    return b.torch_device(0) if b.device_type != "cpu" else torch.device("cpu")
+    """The active backend's current device (this rank's under torchrun), never device 0."""
+    from phyx.device import torch_device
+
+    return torch_device()
 
 
 def record_run(spec: ModelSpec, backend: str | None = None, dtype="fp32", *, policy="fast",
@@ -170,7 +173,7 @@ def measure_noise_floor(spec: ModelSpec, source: A.RunData, backend: str) -> dic
     """Per-layer rel_l2 between replays of `source` on one backend: twice with the same kernels
     (determinism) and once per alternative kernel of each op (e.g. cpu 'reference' vs
     'torch.sdpa'). Thresholds are then set relative to it (FLOOR_FACTOR x)."""
-    from phyx.ops import _dispatch
+    import phyx.ops
     from phyx.tools.parity import metrics as M
 
     floor: dict[str, float] = {}
@@ -187,13 +190,10 @@ def measure_noise_floor(spec: ModelSpec, source: A.RunData, backend: str) -> dic
         base, _ = replay(model, source, _device(b))
         again, _ = replay(model, source, _device(b))
         fold(base, again)
-        for op in _dispatch.OP_NAMES:
-            for k in _dispatch.available_kernels(op)[1:]:
-                try:
-                    _dispatch.use_kernel(op, k.name)
+        for op in phyx.ops.OP_NAMES:
+            for k in phyx.ops.available_kernels(op)[1:]:
+                with phyx.ops.kernel_override(op, k.name):
                     alt, _ = replay(model, source, _device(b))
-                finally:
-                    _dispatch.use_kernel(op, None)
                 fold(base, alt)
     return floor
 
