@@ -128,13 +128,15 @@ class SequenceParallel:
             kv = kv.repeat_interleave(num_q_heads // kv.shape[2], dim=2)
         return self.to_heads(kv)
 
-    def full_heads(self, x: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    def full_heads(self, x: torch.Tensor, n: int | None = None, *, num_q_heads: int | None = None
+                   ) -> torch.Tensor:
         """Sharded [B, S/sp, N, D] -> the whole sequence (first n positions, default seq_len)
-        on this rank's Ulysses head group [B, n, N/ulysses, D]."""
+        on this rank's Ulysses head group [B, n, N/ulysses, D]. num_q_heads: for K/V with GQA,
+        repeat the KV heads as kv_to_heads does (so they match keys that went through it)."""
         n = self.seq_len if n is None else n
         if not self.active:
             return x[:, :n]
-        x = self.to_heads(x)
+        x = self.kv_to_heads(x, num_q_heads) if num_q_heads is not None else self.to_heads(x)
         if self.ring > 1:
             x = comm.all_gather(x.contiguous(), dim=1, group=self.state.ring_group)
         return x[:, :n]
