@@ -8,10 +8,13 @@ lengths (valid_len, kv_lens: padding at the end) and causality are decided per b
 after the queries' own is skipped under is_causal, the own block is causal on its diagonal, an
 earlier one is attended in full.
 
-Needs an attention kernel that returns the LSE (the reference kernel does; a kernel that cannot
-raises UnsupportedArgumentError, never a silently wrong merge). Forward-only.
+Needs an attention kernel that returns the LSE; when the chosen one cannot (it raises
+UnsupportedArgumentError, never a silently wrong merge) the ring blocks run on the reference
+kernel, with a warning. Forward-only.
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -40,13 +43,24 @@ def _lens(B: int, valid_len, kv_lens):
     return lens
 
 
+_warned: set = set()
+
+
 def _attend(q, k, v, **kw):
     try:
         return ops.attention(q, k, v, return_lse=True, **kw)
     except UnsupportedArgumentError as e:
-        raise UnsupportedArgumentError(
-            f"ring attention needs attention(return_lse=True), which the chosen kernel refuses "
-            f"({e}); use policy 'reference' or a kernel with LSE output, or ulysses-only SP") from e
+        # The chosen kernel cannot give the LSE: the reference kernel can (plain torch, any
+        # device). Correct, slower; said once, loudly.
+        from phyx.ops import reference
+
+        if "lse" not in _warned:
+            _warned.add("lse")
+            warnings.warn(f"ring attention needs attention(return_lse=True), which the chosen kernel "
+                          f"refuses ({e}); using the reference kernel for the ring blocks (slow). "
+                          f"Pick a kernel with LSE output, or ulysses-only SP", stacklevel=3)
+        return reference.attention(q, k, v, None, kw.get("kv_lens"), None, kw.get("is_causal", False),
+                                   kw.get("scale"), True)
 
 
 def ring_attention(q, k, v, *, valid_len: int | None = None, kv_lens=None, scale=None,
