@@ -74,15 +74,15 @@ def test_hybrid_2x2x2_on_8_ranks(backend):
         assert err < TOL, f"rank {r}: rel L2 {err:.2e}"
 
 
-def _count_traffic(layout, seq_len):
+def _count_traffic(layout, seq_len, ring=1):
     """Run one block under `layout` counting the bytes each rank sends through phyx.comm."""
     from phyx import comm
     from phyx.parallel import ParallelConfig, init_parallel, load_full_state_dict, reset_parallel_state
     from phyx.parallel.testing_block import TinyDiTBlock, make_case, run_block
 
-    sent = {"tp_all_reduce": 0.0, "sp_all_to_all": 0.0}
-    real_ar, real_a2a = comm.all_reduce, comm.all_to_all_4d
-    st = init_parallel(ParallelConfig(*layout))
+    sent = {"tp_all_reduce": 0.0, "sp_all_to_all": 0.0, "ring_kv": 0.0}
+    real_ar, real_a2a, real_ring = comm.all_reduce, comm.all_to_all_4d, comm.ring_exchange
+    st = init_parallel(ParallelConfig(*layout, ring=ring))
 
     def all_reduce(t, op="sum", group=None, **kw):
         n = comm.world_size(group)
@@ -94,7 +94,11 @@ def _count_traffic(layout, seq_len):
         sent["sp_all_to_all"] += (n - 1) / n * x.numel() * x.element_size()
         return real_a2a(x, scatter_dim, gather_dim, group)
 
-    comm.all_reduce, comm.all_to_all_4d = all_reduce, all_to_all_4d
+    def ring_exchange(t, group=None):
+        sent["ring_kv"] += t.numel() * t.element_size()
+        return real_ring(t, group)
+
+    comm.all_reduce, comm.all_to_all_4d, comm.ring_exchange = all_reduce, all_to_all_4d, ring_exchange
     try:
         sd, inp, kw = make_case(1, seq_len)
         block = TinyDiTBlock(**kw, state=st)
@@ -103,7 +107,7 @@ def _count_traffic(layout, seq_len):
             run_block(block, inp["x"], inp["e"], inp["ctx_cond"], inp["cos"], inp["sin"])
         return sent
     finally:
-        comm.all_reduce, comm.all_to_all_4d = real_ar, real_a2a
+        comm.all_reduce, comm.all_to_all_4d, comm.ring_exchange = real_ar, real_a2a, real_ring
         reset_parallel_state()
 
 
@@ -118,6 +122,19 @@ def test_plan_matches_the_bytes_actually_sent(pool4):
         assert sent["tp_all_reduce"] > 0 and sent["sp_all_to_all"] > 0
         for k in ("tp_all_reduce", "sp_all_to_all"):
             assert sent[k] == pytest.approx(predicted[k], rel=1e-9), k
+
+
+def test_plan_matches_the_bytes_usp_sends(pool4):
+    from phyx.parallel import ParallelConfig
+    from phyx.parallel.plan import DiTShape, comm_volume
+
+    shape = DiTShape(hidden=32, heads=4, kv_heads=2, head_dim=8, ffn=48, layers=1, seq_len=7,
+                     text_len=5, dtype_bytes=4)
+    predicted = comm_volume(shape, ParallelConfig(sp=4, ring=2))["per_layer"]
+    assert set(predicted) == {"sp_all_to_all", "ring_kv"}
+    for sent in pool4.run(_count_traffic, (1, 4, 1), 7, 2):
+        for k in ("sp_all_to_all", "ring_kv"):
+            assert sent[k] > 0 and sent[k] == pytest.approx(predicted[k], rel=1e-9), k
 
 
 def _ring(seq_len, heads, kv_heads, seed):
