@@ -40,27 +40,25 @@ def _ranks(layout, plant=None):
     """On each rank: the single-device run and the parallel run (shards merged)."""
     import dataclasses
 
-    from phyx.models.wan import _parallel as wan_par
-    from phyx.parallel import ParallelConfig
+    from phyx.parallel import ParallelConfig, SequenceParallel
     from phyx.tools.parity.model import get_model_spec, record_run
     from phyx.tools.parity.parallel import record_parallel_run
 
     torch.set_num_threads(1)
     spec = get_model_spec(MODEL)
     single = record_run(spec, None, "fp32")
-    orig_attn = wan_par.self_attention
+    orig_attn = SequenceParallel.attention
     if plant == "tp_shard_order":
         build = spec.build
         spec = dataclasses.replace(spec, build=lambda: _swap_ffn_shard(build(), spec))
     elif plant == "ulysses_padding_unmasked":
         # the Wan2.1 xDiT flaw: padded keys not masked out by length
-        wan_par.self_attention = lambda q, k, v, valid_len, sp_size: (
-            orig_attn(q, k, v, valid_len, sp_size) if sp_size == 1
-            else wan_par._par.ulysses_attention(q, k, v))
+        SequenceParallel.attention = lambda self, q, k, v, **kw: orig_attn(
+            self, q, k, v, **{**kw, "valid_len": self.local_len * self.size})
     try:
         par = record_parallel_run(spec, ParallelConfig(*layout), "fp32", seq_len=SEQ)
     finally:
-        wan_par.self_attention = orig_attn
+        SequenceParallel.attention = orig_attn
     return single, par
 
 

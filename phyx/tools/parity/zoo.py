@@ -64,16 +64,15 @@ def _wan_config(variant: str, config: dict):
 def build_wan(cfg, seed: int):
     """Seeded full weights; under TP / SP a model for the current layout holding its slices."""
     from phyx.models.wan import seeded_model
-    from phyx.models.wan._parallel import Layout, current_layout
     from phyx.models.wan.model import WanModel
-    from phyx.parallel import load_full_state_dict
+    from phyx.parallel import get_parallel_state, load_full_state_dict
 
     full = seeded_model(cfg, seed)
-    lay = current_layout()
-    if lay == Layout():
+    st = get_parallel_state()
+    if st.is_trivial:
         return full
     with torch.random.fork_rng(devices=[]):   # init draws must not move the caller's RNG
-        model = WanModel(cfg, lay)
+        model = WanModel(cfg, st)
     load_full_state_dict(model, full.state_dict())
     return model.eval()
 
