@@ -28,7 +28,7 @@ class NpuEmulatedBackend(NpuBackend):
     def __init__(self, soc: str = DEFAULT_SOC, jit_compile: bool = False):
         super().__init__(EmulatedTorchNpu(soc, jit_compile), device_module=DeviceModule())
 
-    def dist_env_defaults(self) -> dict:
+    def dist_env_defaults(self, timeout_s: float | None = None) -> dict:
         return {}   # gloo stands in for HCCL; the HCCL switches would be ignored
 
     def describe_devices(self):
