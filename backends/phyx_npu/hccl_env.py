@@ -81,8 +81,7 @@ def check_hccl_timeouts(pg_timeout_s: float, environ=None) -> None:
 
 def hccl_env_defaults(pg_timeout_s: float, environ=None) -> dict:
     """The HCCL switches for a process-group timeout, after checking what the user set."""
-    from phyx.parallel.plan import (HCCL_BUFFSIZE_DEFAULT_MB, P2P_HCCL_BUFFSIZE_DEFAULT_MB,
-                                    env_buffsize_mb)
+    from phyx.parallel.plan import HCCL_BUFFSIZE_DEFAULT_MB, P2P_HCCL_BUFFSIZE_DEFAULT_MB, env_buffsize_mb
 
     env = os.environ if environ is None else environ
     out = hccl_timeouts(pg_timeout_s)

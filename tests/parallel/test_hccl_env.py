@@ -9,8 +9,7 @@ from phyx.errors import ParallelConfigError
 from phyx.parallel import ParallelConfig
 from phyx.parallel.plan import PRESETS, comm_volume, hccl_buffer_cost, plan
 from phyx_npu import NpuBackend
-from phyx_npu.hccl_env import (CONNECT_EXTRA_S, MIN_PG_TIMEOUT_S, check_hccl_timeouts,
-                               hccl_env_defaults, hccl_timeouts)
+from phyx_npu.hccl_env import CONNECT_EXTRA_S, MIN_PG_TIMEOUT_S, check_hccl_timeouts, hccl_env_defaults, hccl_timeouts
 
 
 @pytest.mark.parametrize("t", [MIN_PG_TIMEOUT_S, 300, 301, 600, 1800, 7300, 40000])
