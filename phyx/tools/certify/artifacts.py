@@ -53,14 +53,13 @@ def loss_file(root, model: str) -> str:
 def record(backend: str, out_dir: str, overwrite: bool = False) -> str:
     """Record exactly what the certificate needs on `backend` (meant for a CUDA GPU)."""
     import phyx
+    from phyx.backend import backend_class
     from phyx.io.atomic import write_text_atomic
     from phyx.tools.parity import artifact as A
     from phyx.tools.parity.backends import using_backend
     from phyx.tools.parity.determinism import set_determinism
     from phyx.tools.parity.loss import train_spec
     from phyx.tools.parity.model import record_run
-
-    from phyx.backend import backend_class
 
     if backend.startswith("npu") or getattr(backend_class(backend), "emulated", False):
         raise CertifyError(f"phyx certify record: --backend {backend} would make the NPU its own "
