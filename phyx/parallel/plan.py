@@ -14,7 +14,7 @@ Counting rules (bytes *sent* by one rank; ring algorithms, the usual lower bound
 - HCCL: every communicator takes 2 x HCCL_BUFFSIZE of device memory (send + receive, CANN docs);
   a rank belongs to the world group plus one group per mesh axis of size > 1.
 - HCCL point-to-point (isend / irecv / batch_isend_irecv: ring attention's K/V exchange): with
-  P2P_HCCL_BUFFSIZE >= 1 (torch_npu's default 20 MB) torch_npu opens separate point-to-point
+  P2P_HCCL_BUFFSIZE >= 1 (default 20 MB) the NPU's PyTorch plug-in opens separate point-to-point
   communicators, each 2 x P2P_HCCL_BUFFSIZE. Counted per peer: one when sp == 2, two (next and
   previous rank) when sp > 2, an upper bound until measured on hardware (`phyx certify` reports
   the measured figure). P2P_HCCL_BUFFSIZE=0 sends them through the group's own communicator.
