@@ -260,7 +260,11 @@ def hccl_timeouts(b, slow: bool = False) -> tuple:
     m["live"] = res
     if res.get("hccl_first"):
         return PASS, f"HCCL's own error after {res['seconds']:.0f} s, before the {res['pg_timeout_s']:.0f} s watchdog", m
-    return FAIL, f"the watchdog (or nothing) fired first: {res}; lower HCCL_EXEC_TIMEOUT further", m
+    if "seconds" not in res:   # rank 0 died or hung: its log says who fired; no verdict from here
+        return UNSETTLED, f"rank 0 did not report (died or hung): {str(res.get('outcomes'))[:300]}", m
+    return FAIL, (f"rank 0 got {res.get('error') or 'no error'} after {res['seconds']:.0f} s (watchdog "
+                  f"{res['pg_timeout_s']:.0f} s): HCCL's error did not come first; lower the derived "
+                  f"HCCL_EXEC_TIMEOUT in phyx_npu/hccl_env.py"), m
 
 
 FACTS = (
