@@ -32,6 +32,7 @@ def to_markdown(meta: dict, checks: list[Check], overall: dict) -> str:
             f"- versions: {json.dumps(meta.get('versions', {}))}",
             f"- artifacts: {meta.get('artifacts', {}).get('path')} (recorded on "
             f"{meta.get('artifacts', {}).get('recorded_on')})",
+            f"- reference set: {meta.get('artifacts', {}).get('note')}",
             f"- counts: {json.dumps(overall['counts'])}", ""]
     for key, title in SECTIONS:
         rows = [c for c in checks if c.section == key]
