@@ -384,7 +384,7 @@ class NpuKernels:
             return reference.rope(x, cos, sin, style)
         ok, why = fused_rope_ok(self.tnpu, mode, D)
         if not ok:
-            warn_once(f"rope:{why}", f"phyx rope on the NPU: {why}; using the reference kernel "
+            warn_once("rope", f"phyx rope on the NPU: {why}; using the reference kernel "
                                      f"(same maths, plain torch). Call torch_npu.npu.set_compile_mode("
                                      f"jit_compile=False) for the fused kernel.")
             return reference.rope(x, cos, sin, style)
