@@ -201,8 +201,9 @@ class Backend:
         return {}
 
     # --- distributed -------------------------------------------------------------------
-    def dist_env_defaults(self) -> dict:
-        """Environment switches that make collective failures bounded on this vendor."""
+    def dist_env_defaults(self, timeout_s: float | None = None) -> dict:
+        """Environment switches that make collective failures bounded on this vendor, for a
+        process-group timeout of `timeout_s` seconds (vendor timeouts must stay below it)."""
         return {}
 
     def torch_device(self, index: int | None = None) -> torch.device:

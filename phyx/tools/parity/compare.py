@@ -10,6 +10,7 @@ Evidence, strongest first:
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import torch
@@ -133,12 +134,16 @@ class CompareReport:
         return {**asdict(self), "emulated": self.emulated, "npu_result": self.npu_result}
 
 
+def _as_json(x):
+    return json.loads(json.dumps(x, default=str))
+
+
 def comparability_problems(a: RunData, b: RunData) -> list[str]:
     """Same model, config, seed, dtype, inputs and layer shapes, or the comparison is meaningless."""
     p = []
     ra, rb = a.manifest.get("run", {}), b.manifest.get("run", {})
     for key in ("model", "config", "seed", "dtype"):
-        if ra.get(key) != rb.get(key):
+        if _as_json(ra.get(key)) != _as_json(rb.get(key)):   # a live run's tuples == stored lists
             p.append(f"run.{key} differs: {ra.get(key)!r} vs {rb.get(key)!r}")
     ia, ib = a.manifest.get("inputs", {}), b.manifest.get("inputs", {})
     if set(ia) != set(ib):
