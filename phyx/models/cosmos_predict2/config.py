@@ -3,9 +3,11 @@ CosmosTransformer3DModel config.json so a diffusers config loads as-is."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from phyx.errors import ConfigError
+from phyx.io import untrusted as U
 
 
 @dataclass
@@ -45,25 +47,42 @@ class Predict2Config:
     def patch_in_channels(self) -> int:
         return self.in_channels + int(self.concat_padding_mask)
 
+    def approx_params(self) -> int:
+        """Parameter count, to within a few percent (checked before building from a file)."""
+        h, lora = self.hidden_size, self.adaln_lora_dim
+        patch = self.patch_size[0] * self.patch_size[1] * self.patch_size[2]
+        block = (6 * h * h + 2 * self.text_embed_dim * h + int(2 * self.mlp_ratio * h * h)
+                 + 3 * (h * lora + lora * 3 * h) + 9 * h)
+        emb = (self.patch_in_channels + self.out_channels) * patch * h + 8 * h * h
+        if self.use_crossattn_projection:
+            emb += self.crossattn_proj_in_channels * self.encoder_hidden_states_channels
+        return self.num_layers * block + emb
+
     def validate(self) -> "Predict2Config":
         if self.attention_head_dim % 2:
-            raise ValueError(f"attention_head_dim must be even, got {self.attention_head_dim}")
+            raise ConfigError(f"attention_head_dim must be even, got {self.attention_head_dim}")
         if self.extra_pos_embed_type not in (None, "none"):
-            raise ValueError(f"extra_pos_embed_type={self.extra_pos_embed_type!r} (Cosmos 1.0's learnable "
+            raise ConfigError(f"extra_pos_embed_type={self.extra_pos_embed_type!r} (Cosmos 1.0's learnable "
                              f"position embedding) is not supported; Cosmos-Predict2 uses None")
         if self.patch_size[0] != 1:
-            raise ValueError(f"temporal patch size must be 1 (per-frame AdaLN), got {self.patch_size}")
+            raise ConfigError(f"temporal patch size must be 1 (per-frame AdaLN), got {self.patch_size}")
         return self
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Predict2Config":
+    def from_dict(cls, d: dict, what: str = "Cosmos-Predict2 config") -> "Predict2Config":
+        """From JSON-like data: known fields type- and range-checked, the parameter memory
+        estimated before anything is built (ConfigError, one line, otherwise)."""
+        U.check_fields(cls, d, what, ConfigError, skip=("extra",), min_int={"adaln_lora_dim": 0})
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names and k != "extra"}
         for k in ("max_size", "patch_size", "rope_scale"):
             if k in kw:
                 kw[k] = tuple(kw[k])
-        extra = {k: v for k, v in d.items() if k not in names and not k.startswith("_")}
-        return cls(**kw, extra=extra).validate()
+        extra = {k: v for k, v in d.items() if isinstance(k, str) and k not in names
+                 and not k.startswith("_")}
+        cfg = cls(**kw, extra=extra).validate()
+        U.check_param_memory(cfg.approx_params(), what, ConfigError)
+        return cfg
 
     def to_diffusers_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -74,7 +93,7 @@ class Predict2Config:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Predict2Config":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(U.read_json(path, "model config", ConfigError), f"model config {path}")
 
 
 def _preset(heads: int, layers: int, v2w: bool, rope_scale) -> Predict2Config:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from phyx.errors import LayoutError
+from phyx.errors import ConfigError, LayoutError
+from phyx.io import untrusted as U
 
 # Which Wan checkpoint family a config describes:
 #   t2v   text-to-video (16-channel input)
@@ -38,7 +39,9 @@ class WanConfig:
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
-            raise ValueError(f"Wan variant must be one of {VARIANTS}, got {self.variant!r}")
+            raise ConfigError(f"Wan variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.num_heads < 1:
+            raise ConfigError(f"Wan num_heads must be >= 1, got {self.num_heads}")
         if self.dim % self.num_heads:
             raise LayoutError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.head_dim % 2:
@@ -63,13 +66,41 @@ class WanConfig:
         d["patch_size"] = list(self.patch_size)
         return d
 
+    def approx_params(self) -> int:
+        """Parameter count, to within a few percent (checked before building from a file)."""
+        d, f, patch = self.dim, self.ffn_dim, self.patch_size[0] * self.patch_size[1] * self.patch_size[2]
+        block = 8 * d * d + 2 * d * f + 12 * d + (2 * d * d if self.image_dim else 0)
+        emb = (self.in_dim * patch * d + self.text_dim * d + self.freq_dim * d + 8 * d * d
+               + patch * self.out_dim * d)
+        if self.image_dim:
+            emb += self.image_dim * (self.image_dim + d) + d * d
+        if self.camera_channels:
+            emb += self.camera_in_features * d + d * d
+        return self.num_layers * block + emb
+
     @classmethod
-    def from_dict(cls, d: dict) -> "WanConfig":
+    def from_dict(cls, d: dict, what: str = "Wan config") -> "WanConfig":
+        """From JSON-like data: every known field type- and range-checked, the parameter memory
+        estimated before anything is built (ConfigError, one line, otherwise)."""
+        U.check_fields(cls, d, what, ConfigError, skip=("extra",))
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kw = {k: v for k, v in d.items() if k in names}
         if "patch_size" in kw:
             kw["patch_size"] = tuple(kw["patch_size"])
-        return cls(**kw)
+        return checked_config(kw, what)
+
+
+def checked_config(kw: dict, what: str) -> WanConfig:
+    """WanConfig(**kw) for values read from a file: its own checks as ConfigError, then the
+    parameter-memory cap (phyx.io.untrusted.check_param_memory)."""
+    try:
+        cfg = WanConfig(**kw)
+    except LayoutError as e:
+        raise ConfigError(f"{what}: {e}") from None
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise ConfigError(f"{what}: {type(e).__name__}: {e}") from None
+    U.check_param_memory(cfg.approx_params(), what, ConfigError)
+    return cfg
 
 
 _14B = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
