@@ -63,7 +63,7 @@ def regular_file(path, what: str, error=InputError, max_bytes: int | None = None
                     f"only regular files") from None
     if max_bytes is not None and st.st_size > max_bytes:
         raise error(f"{what} {path} is {st.st_size} bytes, over phyx's {_mib(max_bytes)} cap for "
-                    f"it; this is not a file phyx wrote or expects") from None
+                    f"a {what}") from None
     return st
 
 
