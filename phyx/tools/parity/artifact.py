@@ -325,6 +325,7 @@ def validate_manifest(m, where: str = "manifest") -> dict:
           "run.model is missing or not a string")
     _need(isinstance(run.get("config", {}), dict), where, "run.config is not an object")
     _need(_is_int(run.get("seed", 0)), where, "run.seed is not a whole number")
+    _need(isinstance(run.get("per_op", False), bool), where, "run.per_op is not true/false")
     _need(run.get("dtype", "fp32") in DTYPE_NAMES, where,
           f"run.dtype {str(run.get('dtype'))[:40]!r} is not one of {DTYPE_NAMES}")
     _need(m.get("capture_mode", "full") in ("full", "stats"), where, "capture_mode is not full/stats")

@@ -204,7 +204,7 @@ def compare_runs(a: RunData, b: RunData, *, oracle: dict | None = None,
     dname = dtype or a.manifest.get("run", {}).get("dtype", "fp32")
     base_thr = M.threshold_for(DTYPES.get(dname, torch.float32))
     has_replay = bool(a.manifest.get("run_id")) and (
-        b.manifest.get("replay_of", {}).get("run_id") == a.manifest.get("run_id"))
+        (b.manifest.get("replay_of") or {}).get("run_id") == a.manifest.get("run_id"))
     notes = []
     if not has_replay:
         notes.append("no replay of A's layer inputs on B: verdict and first divergence use "
