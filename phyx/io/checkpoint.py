@@ -105,8 +105,10 @@ def open_checkpoint(path: str | os.PathLike) -> CheckpointReader:
         idx = path / name
         if os.path.lexists(idx):
             return _open_index(idx)
-    files = sorted(U.file_in_dir(path, f.name, "checkpoint file", CheckpointError)
-                   for f in path.glob("*.safetensors"))
+    # names from the directory listing (not from data): symlinks are followed, but each must be
+    # a regular file (never a FIFO or device)
+    files = sorted(f for f in path.glob("*.safetensors")
+                   if U.regular_file(f, "checkpoint file", CheckpointError))
     if not files:
         pickles = [p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES]
         hint = (f" It holds pickle files {pickles}: convert them with `phyx convert`." if pickles else "")
@@ -133,7 +135,6 @@ def _file_keys(f: Path) -> list[str]:
 def _open_index(idx: Path) -> CheckpointReader:
     """An index names its shards; each must be a file name inside the checkpoint directory
     (no '..', not absolute, no symlink out of it) that is a regular file."""
-    U.file_in_dir(idx.parent, idx.name, "checkpoint index", CheckpointError)
     index = U.read_json(idx, "checkpoint index", CheckpointError)
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict):

@@ -140,6 +140,19 @@ def check_replay_source(spec: ModelSpec, source: A.RunData) -> None:
                 f"and seed")
 
 
+def _check_recorded_inputs(recorded: dict, local: dict, source: A.RunData) -> None:
+    """The inputs an artifact carries must have the names, shapes and dtypes this spec draws."""
+    for k, t in recorded.items():
+        mine = local.get(k)
+        if not isinstance(mine, torch.Tensor) or tuple(mine.shape) != tuple(t.shape) \
+                or mine.dtype != t.dtype:
+            want = (f"{tuple(mine.shape)} {mine.dtype}" if isinstance(mine, torch.Tensor)
+                    else "no such input")
+            raise A.NotComparableError(
+                f"--replay-from {source.path}: recorded input {k[:60]!r} is {tuple(t.shape)} "
+                f"{t.dtype}, this model draws {want}; the artifact does not belong to this model")
+
+
 def _jsonable(v):
     import json
 
@@ -185,8 +198,10 @@ def record_run(spec: ModelSpec, backend: str | None = None, dtype="fp32", *, pol
         check_replay_source(spec, replay_from)
     inputs = inputs if inputs is not None else spec.make_inputs(spec.seed)
     if replay_from is not None:
-        inputs = {k[len("inputs/"):]: v for k, v in replay_from.tensors.items()
-                  if k.startswith("inputs/")} or inputs
+        recorded = {k[len("inputs/"):]: v for k, v in replay_from.tensors.items()
+                    if k.startswith("inputs/")}
+        _check_recorded_inputs(recorded, inputs, replay_from)
+        inputs = recorded or inputs
 
     def go(b):
         if backend is not None:
