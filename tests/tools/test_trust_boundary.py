@@ -140,6 +140,16 @@ def test_end_to_end_output_is_part_of_the_verdict(run_a):
     assert "missing in B" in "; ".join(compare_runs(run_a, b).reasons)
 
 
+def test_layer_dropped_on_one_side_is_not_a_pass(run_a):
+    b = _copy(run_a)
+    L = b.layers[0]
+    for k in L["outputs"]:
+        b.tensors.pop(f"L/{L['name']}/{k}", None)
+        L["stats"].pop(k, None)
+    rep = compare_runs(run_a, b)
+    assert rep.verdict == M.FAIL and "one side only" in "; ".join(rep.reasons)
+
+
 def test_nothing_compared_is_not_a_pass(run_a, tmp_path, capsys):
     empty = _copy(run_a)
     empty.manifest.update(layers=[], outputs={})

@@ -250,7 +250,12 @@ def compare_runs(a: RunData, b: RunData, *, oracle: dict | None = None,
             rows.append(row)
             continue
         if not evidence and L["outputs"]:
-            row.status, row.reason = "SKIP", "no tensors or statistics to compare on one side"
+            def held(run, layer, key):
+                return run.output(layer, key) is not None or key in (layer.get("stats") or {})
+            one_sided = [k for k in L["outputs"] if held(a, L, k) != held(b, lb[name], k)]
+            row.status = "SKIP"
+            row.reason = (f"outputs {one_sided[:3]} recorded on one side only" if one_sided
+                          else "not captured on either side")
             rows.append(row)
             continue
         for key, m in evidence.items():
@@ -287,9 +292,9 @@ def compare_runs(a: RunData, b: RunData, *, oracle: dict | None = None,
     if unreplayed:
         reasons.append(f"{len(unreplayed)} layer(s) not replayed on B ({', '.join(unreplayed[:3])}"
                        f"{', ...' if len(unreplayed) > 3 else ''}); a layer not compared cannot pass")
-    missing = [r.name for r in rows if r.status == "SKIP" and not r.reason.startswith("not replayed")]
+    missing = [r.name for r in rows if r.status == "SKIP" and "one side only" in r.reason]
     if missing:
-        reasons.append(f"{len(missing)} layer(s) without tensors or statistics on one side "
+        reasons.append(f"{len(missing)} layer(s) with outputs recorded on one side only "
                        f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
     compared = sum(1 for r in rows if r.status != "SKIP" and (r.local or r.accumulated)) + len(outputs)
     if compared == 0:
