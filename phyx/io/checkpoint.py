@@ -79,6 +79,25 @@ class CheckpointReader:
         t = parts[0] if len(parts) == 1 else torch.cat(parts, dim=spec.dim)
         return t.to(dtype) if dtype is not None else t
 
+    def numel(self) -> int:
+        """Elements in all tensors (from the headers; nothing is read)."""
+        total = 0
+        for k in self._where:
+            n = 1
+            for d in self.shape(k):
+                n *= int(d)
+            total += n
+        return total
+
+    def check_config_size(self, params: int, what: str) -> None:
+        """Refuse a config that describes far more parameters than this checkpoint holds, before
+        the model is built (a config saying num_layers 10,000,000 beside a small checkpoint)."""
+        have = self.numel()
+        if params > 2 * have + 1_000_000:
+            raise CheckpointError(f"{what} describes ~{params:.3g} parameters but checkpoint "
+                                  f"{self.origin} holds {have:.3g}; the config does not match the "
+                                  f"weights (check its sizes)")
+
     def metadata(self) -> dict:
         out = {}
         for f in sorted(set(self._where.values())):

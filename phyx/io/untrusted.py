@@ -229,18 +229,26 @@ def check_fields(cls, d: dict, what: str, error=InputError, skip=(), min_int: di
 
 def max_param_bytes() -> int:
     """Cap on the parameter memory of a model built from a config read from disk:
-    PHYX_MAX_MODEL_BYTES, default 1 TiB (the largest supported release, a 14B DiT, is 56 GB in
-    fp32)."""
+    PHYX_MAX_MODEL_BYTES, default this host's physical memory (at most 1 TiB)."""
     v = os.environ.get("PHYX_MAX_MODEL_BYTES")
+    if v:
+        try:
+            return int(v)
+        except ValueError:
+            raise InputError(f"PHYX_MAX_MODEL_BYTES={v!r} is not a whole number of bytes") from None
     try:
-        return int(v) if v else 1 << 40
-    except ValueError:
-        raise InputError(f"PHYX_MAX_MODEL_BYTES={v!r} is not a whole number of bytes") from None
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        ram = 0
+    return min(1 << 40, ram) if ram > 0 else 1 << 40
 
 
-def check_param_memory(params: int, what: str, error=InputError, bytes_per_param: int = 4) -> None:
+def check_param_memory(params: int, what: str, error=InputError, bytes_per_param: int = 2) -> None:
+    """Refuse a config whose parameters alone (at `bytes_per_param`, default 2: bf16, the
+    smallest dtype phyx builds in) would not fit under max_param_bytes()."""
     cap = max_param_bytes()
     need = int(params) * bytes_per_param
     if need > cap:
-        raise error(f"{what} describes ~{params:.3g} parameters ({need / 1024**3:.3g} GiB in fp32), "
-                    f"over the {cap / 1024**3:.3g} GiB cap (PHYX_MAX_MODEL_BYTES); check its sizes")
+        raise error(f"{what} describes ~{params:.3g} parameters ({need / 1024**3:.3g} GiB at "
+                    f"{bytes_per_param} bytes each), over the {cap / 1024**3:.3g} GiB cap (this "
+                    f"host's memory; PHYX_MAX_MODEL_BYTES overrides): check its sizes")

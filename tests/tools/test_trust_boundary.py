@@ -274,7 +274,8 @@ def wan_dir(tmp_path_factory):
     (lambda c: {**c, "num_heads": 0}, ConfigError, r"num_heads = 0 is out of range"),
     (lambda c: {**c, "num_heads": "4"}, ConfigError, "num_heads = '4'"),
     (lambda c: {**c, "num_layers": 1e8}, ConfigError, "num_layers = 100000000.0"),
-    (lambda c: {**c, "num_layers": 10_000_000}, ConfigError, "PHYX_MAX_MODEL_BYTES"),
+    (lambda c: {**c, "num_layers": 16_000_000}, ConfigError, "PHYX_MAX_MODEL_BYTES"),
+    (lambda c: {**c, "num_layers": 1000}, CheckpointError, "does not match the weights"),
 ])
 def test_bad_model_configs_are_one_line(wan_dir, tmp_path, edit, err, msg):
     import shutil
@@ -289,6 +290,18 @@ def test_bad_model_configs_are_one_line(wan_dir, tmp_path, edit, err, msg):
     with pytest.raises(err, match=msg):
         phyx.models.load(d, family="wan")
     assert time.monotonic() - t < 10
+
+
+def test_live_config_from_an_artifact_is_checked(run_a, tmp_path, capsys):
+    from phyx.tools.parity.model import live_spec
+
+    src = A.RunData({**run_a.manifest, "run": {**run_a.manifest["run"], "model": "tiny-wan-t2v",
+                                                "config": {"num_layers": 1 << 24}}}, {}, "x")
+    with pytest.raises(ConfigError, match="PHYX_MAX_MODEL_BYTES"):
+        live_spec(src)
+    src.manifest["run"]["config"] = {"no_such_field": 1}
+    with pytest.raises(ConfigError, match="unknown field"):
+        live_spec(src)
 
 
 def test_config_from_dict_caps_memory():

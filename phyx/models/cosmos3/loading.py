@@ -48,6 +48,7 @@ def load(path: str | Path, *, config: Cosmos3Config | None = None, dtype: torch.
         raise CheckpointError(f"{path} is not a Cosmos3OmniTransformer directory (config.json with "
                               f"_class_name {DIFFUSERS_CLASS!r} and its safetensors)")
     cfg = config or Cosmos3Config.from_json(path / "config.json")
+    reader.check_config_size(cfg.approx_params(), f"Cosmos3 config for {path}")
     with torch.device("meta"):
         model = Cosmos3Omni(cfg)
     model = materialize(model)

@@ -193,6 +193,7 @@ def load_wan(path, dtype: torch.dtype = torch.float32, device=None, layout: par.
         cfg, rename = config_from_diffusers(raw), diffusers_to_official
     else:
         cfg, rename = config_from_official(raw, reader), None
+    reader.check_config_size(cfg.approx_params(), f"Wan config in {path}")
     model = build_empty(cfg, dtype, device, layout)
     load_state(model, reader, rename=rename, strict=strict)
     return model.eval().requires_grad_(False)

@@ -58,7 +58,14 @@ def _wan_config(variant: str, config: dict):
     if "wan" in config:
         return WanConfig.from_dict(config["wan"])
     cfg = get_config(TINY_VARIANTS[variant])
-    return cfg.replace(**config) if config else cfg
+    if not config:
+        return cfg
+    unknown = sorted(set(config) - set(cfg.to_dict()))
+    if unknown:
+        from phyx.errors import ConfigError
+
+        raise ConfigError(f"tiny Wan config: unknown field(s) {unknown[:5]}")
+    return WanConfig.from_dict({**cfg.to_dict(), **config})   # typed, ranged, memory-capped
 
 
 def build_wan(cfg, seed: int):
