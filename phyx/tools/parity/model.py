@@ -78,18 +78,14 @@ def _load_zoo() -> None:
     importlib.import_module("phyx.tools.parity.zoo")
 
 
-def get_model_spec(name: str, config: dict | None = None, seed: int = 0, *,
-                   registry_only: bool = False) -> ModelSpec:
-    """The registered model `name`, or (from the command line / Python only, never from data:
-    registry_only=True refuses it) a 'package.module:factory' outside phyx.tools.parity."""
+def get_model_spec(name: str, config: dict | None = None, seed: int = 0) -> ModelSpec:
+    """The registered model `name`, or a 'package.module:factory' outside phyx.tools.parity.
+    Only for names from the command line or Python: a name read from an artifact goes through
+    live_spec, which accepts registered models only."""
     if name not in _REGISTRY:
         _load_zoo()
     if name in _REGISTRY:
         return _REGISTRY[name](config or {}, seed)
-    if registry_only:
-        raise A.ArtifactError(f"model {name[:80]!r} is not a registered parity model "
-                              f"({', '.join(sorted(_REGISTRY))}); phyx never imports a model an "
-                              f"artifact names: pass --model on the command line")
     if ":" in name:  # 'package.module:factory' for models registered outside phyx.tools.parity
         mod, _, attr = name.partition(":")
         return getattr(importlib.import_module(mod), attr)(config or {}, seed)
