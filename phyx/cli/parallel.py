@@ -1,4 +1,5 @@
-"""`phyx parallel plan`: communication volume and HCCL buffer cost of a layout."""
+"""`phyx parallel plan`: communication volume and HCCL buffer cost of a layout (cfg x sp x tp,
+sp = ulysses x ring)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,10 @@ def _cmd_plan(args) -> int:
                                           "ffn", "layers", "batch", "dtype_bytes")
             if getattr(args, k) is not None}
     shape = replace(shape, **over) if over else shape
-    layouts = [ParallelConfig(*map(int, s.split("x"))) for s in args.layout]
+    layouts = []
+    for s in args.layout:   # cfg x sp x tp [x ring]; sp = ulysses x ring
+        n = [int(v) for v in s.split("x")]
+        layouts.append(ParallelConfig(*n[:3], ring=n[3] if len(n) > 3 else None))
     out = [plan(shape, c, args.hccl_buffsize) for c in layouts]
     print(json.dumps(out, indent=2) if args.json else "\n\n".join(format_plan(p) for p in out))
     return 0
@@ -29,7 +33,7 @@ def register(sub) -> None:
 
     pp.add_argument("--model", default="wan2.1-1.3b-480p", choices=sorted(PRESETS))
     pp.add_argument("--layout", nargs="+", default=["1x1x2", "1x2x1", "2x1x1", "2x2x2"],
-                    help="cfg x sp x tp, e.g. 2x2x2")
+                    help="cfg x sp x tp [x ring], e.g. 2x2x2; 1x4x1x2 = sp 4 as ulysses 2 x ring 2")
     for name in ("seq_len", "hidden", "heads", "kv_heads", "head_dim", "ffn", "layers", "batch",
                  "dtype_bytes"):
         pp.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=None)

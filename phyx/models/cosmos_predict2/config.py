@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from phyx.errors import ConfigError
-from phyx.io import untrusted as U
+from phyx.errors import LayoutError
+from phyx.models.common.config import FamilyConfig
 
 
 @dataclass
-class Predict2Config:
+class Predict2Config(FamilyConfig):
     in_channels: int = 16            # latent channels (+1 for Video2World's condition-mask channel)
     out_channels: int = 16
     num_attention_heads: int = 16
@@ -47,6 +46,8 @@ class Predict2Config:
     def patch_in_channels(self) -> int:
         return self.in_channels + int(self.concat_padding_mask)
 
+    ZERO_OK = ("adaln_lora_dim",)   # whole-number fields that may be 0 (FamilyConfig.from_dict)
+
     def approx_params(self) -> int:
         """Parameter count, to within a few percent (checked before building from a file)."""
         h, lora = self.hidden_size, self.adaln_lora_dim
@@ -60,29 +61,13 @@ class Predict2Config:
 
     def validate(self) -> "Predict2Config":
         if self.attention_head_dim % 2:
-            raise ConfigError(f"attention_head_dim must be even, got {self.attention_head_dim}")
+            raise LayoutError(f"attention_head_dim must be even, got {self.attention_head_dim}")
         if self.extra_pos_embed_type not in (None, "none"):
-            raise ConfigError(f"extra_pos_embed_type={self.extra_pos_embed_type!r} (Cosmos 1.0's learnable "
+            raise LayoutError(f"extra_pos_embed_type={self.extra_pos_embed_type!r} (Cosmos 1.0's learnable "
                              f"position embedding) is not supported; Cosmos-Predict2 uses None")
         if self.patch_size[0] != 1:
-            raise ConfigError(f"temporal patch size must be 1 (per-frame AdaLN), got {self.patch_size}")
+            raise LayoutError(f"temporal patch size must be 1 (per-frame AdaLN), got {self.patch_size}")
         return self
-
-    @classmethod
-    def from_dict(cls, d: dict, what: str = "Cosmos-Predict2 config") -> "Predict2Config":
-        """From JSON-like data: known fields type- and range-checked, the parameter memory
-        estimated before anything is built (ConfigError, one line, otherwise)."""
-        U.check_fields(cls, d, what, ConfigError, skip=("extra",), min_int={"adaln_lora_dim": 0})
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names and k != "extra"}
-        for k in ("max_size", "patch_size", "rope_scale"):
-            if k in kw:
-                kw[k] = tuple(kw[k])
-        extra = {k: v for k, v in d.items() if isinstance(k, str) and k not in names
-                 and not k.startswith("_")}
-        cfg = cls(**kw, extra=extra).validate()
-        U.check_param_memory(cfg.approx_params(), what, ConfigError)
-        return cfg
 
     def to_diffusers_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -91,9 +76,6 @@ class Predict2Config:
         d.update({"_class_name": "CosmosTransformer3DModel"})
         return d
 
-    @classmethod
-    def from_json(cls, path: str | Path) -> "Predict2Config":
-        return cls.from_dict(U.read_json(path, "model config", ConfigError), f"model config {path}")
 
 
 def _preset(heads: int, layers: int, v2w: bool, rope_scale) -> Predict2Config:

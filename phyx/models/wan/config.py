@@ -1,11 +1,10 @@
 """Wan2.x DiT configurations (numbers from the official Wan2.1 / Wan2.2 / LingBot-World configs)."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
-from phyx.errors import ConfigError, LayoutError
-from phyx.io import untrusted as U
+from phyx.errors import LayoutError
+from phyx.models.common.config import FamilyConfig
 
 # Which Wan checkpoint family a config describes:
 #   t2v   text-to-video (16-channel input)
@@ -15,7 +14,7 @@ VARIANTS = ("t2v", "i2v", "ti2v")
 
 
 @dataclass(frozen=True)
-class WanConfig:
+class WanConfig(FamilyConfig):
     variant: str = "t2v"
     patch_size: tuple[int, int, int] = (1, 2, 2)
     text_len: int = 512
@@ -37,15 +36,16 @@ class WanConfig:
     num_train_timesteps: int = 1000
     extra: dict = field(default_factory=dict, compare=False)
 
-    def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"Wan variant must be one of {VARIANTS}, got {self.variant!r}")
+    def validate(self):
         if self.num_heads < 1:
-            raise ConfigError(f"Wan num_heads must be >= 1, got {self.num_heads}")
+            raise LayoutError(f"Wan num_heads must be >= 1, got {self.num_heads}")
+        if self.variant not in VARIANTS:
+            raise LayoutError(f"Wan variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.dim % self.num_heads:
             raise LayoutError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.head_dim % 2:
             raise LayoutError(f"head_dim {self.head_dim} must be even for RoPE")
+        return self
 
     @property
     def head_dim(self) -> int:
@@ -56,15 +56,6 @@ class WanConfig:
         """Camera patch-embedding input: channels x 8x8 pixels per latent pixel x patch volume."""
         pt, ph, pw = self.patch_size
         return self.camera_channels * 64 * pt * ph * pw
-
-    def replace(self, **kw) -> "WanConfig":
-        return dataclasses.replace(self, **kw)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("extra")
-        d["patch_size"] = list(self.patch_size)
-        return d
 
     def approx_params(self) -> int:
         """Parameter count, to within a few percent (checked before building from a file)."""
@@ -78,29 +69,6 @@ class WanConfig:
             emb += self.camera_in_features * d + d * d
         return self.num_layers * block + emb
 
-    @classmethod
-    def from_dict(cls, d: dict, what: str = "Wan config") -> "WanConfig":
-        """From JSON-like data: every known field type- and range-checked, the parameter memory
-        estimated before anything is built (ConfigError, one line, otherwise)."""
-        U.check_fields(cls, d, what, ConfigError, skip=("extra",))
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        kw = {k: v for k, v in d.items() if k in names}
-        if "patch_size" in kw:
-            kw["patch_size"] = tuple(kw["patch_size"])
-        return checked_config(kw, what)
-
-
-def checked_config(kw: dict, what: str) -> WanConfig:
-    """WanConfig(**kw) for values read from a file: its own checks as ConfigError, then the
-    parameter-memory cap (phyx.io.untrusted.check_param_memory)."""
-    try:
-        cfg = WanConfig(**kw)
-    except LayoutError as e:
-        raise ConfigError(f"{what}: {e}") from None
-    except (TypeError, ValueError, ZeroDivisionError) as e:
-        raise ConfigError(f"{what}: {type(e).__name__}: {e}") from None
-    U.check_param_memory(cfg.approx_params(), what, ConfigError)
-    return cfg
 
 
 _14B = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
@@ -136,4 +104,4 @@ def get_config(name: str) -> WanConfig:
     try:
         return CONFIGS[name]
     except KeyError:
-        raise ValueError(f"unknown Wan config {name!r}; known: {sorted(CONFIGS)}") from None
+        raise LayoutError(f"unknown Wan config {name!r}; known: {sorted(CONFIGS)}") from None

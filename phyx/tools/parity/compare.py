@@ -33,7 +33,7 @@ def replay(model: torch.nn.Module, source: RunData, device, cast: torch.dtype | 
     `source` is data, never code: a record is replayed only as a submodule of `model`, a phyx op,
     or a method / function probe that `probes` (this side's ModelSpec: its `layers` patterns and
     `functions`) declares. Anything else the artifact names is refused per layer, not called."""
-    from phyx.ops import _dispatch
+    from phyx.ops import OP_NAMES, call_kernel
 
     allowed_fns = set((getattr(probes, "functions", None) or {}).values())
     method_patterns = [p for p in (getattr(probes, "layers", None) or ()) if isinstance(p, str) and ":" in p]
@@ -63,9 +63,9 @@ def replay(model: torch.nn.Module, source: RunData, device, cast: torch.dtype | 
                 kwargs = unpack(L["inputs"]["kwargs"], tensors, cv, device, cast)
                 if L["kind"] == "op":
                     op = L["target"][3:]
-                    if not L["target"].startswith("op:") or op not in _dispatch.OP_NAMES:
+                    if not L["target"].startswith("op:") or op not in OP_NAMES:
                         raise NotReplayable(f"{L['target'][:80]!r} is not a phyx op; not called")
-                    result = getattr(_dispatch.K, op)(*args)
+                    result = call_kernel(op, *args)
                 else:
                     result = call_recorded(model, L, args, kwargs, functions=allowed_fns,
                                            methods=method_patterns)

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from phyx.device import torch_device
 from phyx.errors import InputError
 from phyx.tools.parity import metrics as M
 from phyx.tools.parity.backends import using_backend
@@ -63,7 +64,7 @@ def train(build: Callable, inputs: dict, forward: Callable, backend: str, *, ste
     (default .to(device, dtype)); every random draw happens in make_batch on the CPU."""
     _check_count("steps", steps, "--steps")
     with using_backend(backend, policy) as b:
-        dev = b.torch_device(0) if b.device_type != "cpu" else torch.device("cpu")
+        dev = torch_device()   # this rank's current device, never device 0
         model = build()
         model = (prepare(model, dev, dtype) if prepare is not None
                  else model.to(device=dev, dtype=dtype)).train()
