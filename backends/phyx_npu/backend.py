@@ -174,6 +174,12 @@ class NpuBackend(Backend):
             v["visible_devices"] = os.environ.get(self.visible_devices_env, "(all)")
         return v
 
+    def certify_facts(self, slow: bool = False) -> list:
+        """The NPU facts the docs leave uncertain, each tested on the machine (phyx certify)."""
+        from phyx_npu.certify_facts import run_facts
+
+        return run_facts(self, slow=slow)
+
     def hardware_info(self) -> dict:
         return self.soc_info()
 

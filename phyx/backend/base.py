@@ -222,6 +222,11 @@ class Backend:
         """Chip, firmware and runtime versions beyond versions() (e.g. SoC, CANN, driver)."""
         return {}
 
+    def certify_facts(self, slow: bool = False) -> list:
+        """The vendor's hardware-fact tests for `phyx certify` (phyx.tools.certify.verdict.Check
+        records): facts the docs leave uncertain, settled on the first machine. None by default."""
+        return []
+
     @classmethod
     def determinism_env(cls, debug: bool = False) -> dict:
         """Env switches that make runs deterministic on this vendor (debug: plus synchronous

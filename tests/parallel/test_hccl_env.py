@@ -100,7 +100,7 @@ def test_ring_volume_replaces_the_all_to_all():
     shape = PRESETS["wan2.1-1.3b-480p"]
     v = comm_volume(shape, ParallelConfig(1, 4, 1), sp_attention="ring")["per_layer"]
     one = -(-shape.seq_len // 4) * shape.head_dim * shape.dtype_bytes
-    assert "sp_all_to_all" not in v and v["sp_ring_p2p"] == 3 * one * 2 * shape.kv_heads
+    assert "sp_all_to_all" not in v and v["ring_kv"] == 3 * one * 2 * shape.kv_heads
     # ring needs no head split: sp may exceed what Ulysses allows
     assert plan(shape, ParallelConfig(1, 8, 1), sp_attention="ring")["hccl"]["p2p_comms_per_rank"] == 2
 
@@ -112,7 +112,7 @@ def test_plan_cli_ring_and_bad_env(capsys, monkeypatch):
     monkeypatch.delenv("HCCL_BUFFSIZE", raising=False)
     assert main(["parallel", "plan", "--layout", "1x4x1", "--sp-attention", "ring"]) == 0
     out = capsys.readouterr().out
-    assert "sp_ring_p2p" in out and "2 point-to-point communicators" in out and "880 MB per rank" in out
+    assert "ring_kv" in out and "2 point-to-point communicators" in out and "880 MB per rank" in out
     monkeypatch.setenv("HCCL_BUFFSIZE", "lots")
     assert main(["parallel", "plan", "--layout", "1x2x1"]) == 2
     assert "HCCL_BUFFSIZE='lots'" in capsys.readouterr().err

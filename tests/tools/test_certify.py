@@ -14,9 +14,9 @@ import torch
 
 from phyx.cli import main
 from phyx.tools.certify import artifacts as ART
-from phyx.tools.certify import facts as F
 from phyx.tools.certify import sections
 from phyx.tools.certify.verdict import FAIL, PASS, UNSETTLED, Check, emulated_unsettled, overall
+from phyx_npu import certify_facts as F
 from phyx_npu.emulated import NpuEmulatedBackend
 from phyx_npu.emulator import EmulatedTorchNpu
 

@@ -10,7 +10,7 @@ On `npu-emulated` the same command is a rehearsal: every line says EMULATED, fac
 hardware are UNSETTLED, and nothing is reported as an NPU number.
 
 Modules: verdict (check records, overall verdict), artifacts (what is shipped, the recorder),
-sections (op matrix, model parity, loss window), facts (the hardware tests), hccl_probe (the
+sections (op matrix, model parity, loss window), hccl_probe (the
 multi-rank HCCL measurements), report (markdown + JSON), run (the orchestration).
 """
 from phyx.tools.certify.run import run_certificate

@@ -6,7 +6,6 @@ import time
 
 from phyx.tools.certify import artifacts as ART
 from phyx.tools.certify import report, sections
-from phyx.tools.certify.facts import run_facts
 from phyx.tools.certify.verdict import overall
 
 BACKENDS = ("npu", "npu-emulated")
@@ -31,7 +30,7 @@ def run_certificate(backend: str, out_dir: str, artifacts_dir=None, slow: bool =
     with using_backend(backend, "fast") as b:
         emulated = bool(b.emulated)
         set_determinism(b)
-        meta = {"backend": b.name, "soc": b.soc_info() if hasattr(b, "soc_info") else {},
+        meta = {"backend": b.name, "soc": b.hardware_info(),
                 "versions": {**b.versions(), "phyx": phyx.__version__}, "devices": b.describe_devices(),
                 "artifacts": {"path": str(root), "recorded_on": manifest["recorded_on"],
                               "recorded_at": manifest.get("recorded_at"), "note": manifest.get("note")}}
@@ -40,7 +39,7 @@ def run_certificate(backend: str, out_dir: str, artifacts_dir=None, slow: bool =
             f"recorded on {manifest['recorded_on']}")
         checks = []
         log("[certify] (b) hardware facts")
-        checks += run_facts(b, slow=slow)
+        checks += b.certify_facts(slow=slow)
     meta["seconds"] = {"facts": round(time.perf_counter() - t0, 1)}
     for key, title, fn, args in (("ops", "(a) op parity matrix", sections.op_matrix, ()),
                                  ("models", "(c) tiny-model parity", sections.model_parity, (root, manifest)),

@@ -143,9 +143,20 @@ def _built_from_data(make: Callable, what: str):
 
 def check_replay_source(spec: ParitySpec, source: A.RunData) -> None:
     """--replay-from must name a run of the same model, config and seed."""
+    from phyx.errors import UnknownModelError
+    from phyx.models import registry
+
+    def same_model(theirs, mine) -> bool:   # an alias recorded by an older phyx is the same model
+        try:
+            return registry.canonical(str(theirs)) == registry.canonical(str(mine))
+        except UnknownModelError:
+            return theirs == mine
+
     run = source.manifest["run"]
     for key, mine in (("model", spec.name), ("config", spec.config), ("seed", spec.seed)):
         theirs = run.get(key, 0 if key == "seed" else None)
+        if key == "model" and same_model(theirs, mine):
+            continue
         if _jsonable(theirs) != _jsonable(mine):
             raise A.NotComparableError(
                 f"--replay-from {source.path}: recorded with run.{key} {str(theirs)[:80]!r}, this "
