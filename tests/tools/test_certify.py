@@ -175,3 +175,21 @@ def test_a_crashing_fact_is_a_fail_not_a_crash(monkeypatch):
     monkeypatch.setattr(b.tnpu, "npu_rms_norm", lambda *a, **k: 1 / 0)
     checks = {c.name: c for c in F.run_facts(b)}
     assert checks["rms_norm-rounding"].verdict == FAIL and "ZeroDivisionError" in checks["rms_norm-rounding"].reason
+
+
+def test_stale_set_is_named_not_reported_as_divergence(tmp_path, monkeypatch):
+    every = dict(ART.MODELS)
+    cosmos3 = every["cosmos3"][0]
+    wan = every["wan"][0]
+    m = dict(ART.load_manifest(ART.SHIPPED))
+    m["fingerprints"] = {cosmos3: ART.fingerprint(cosmos3)}
+    monkeypatch.setattr(ART, "MODELS", {"cosmos3": every["cosmos3"]})
+    assert ART.stale(m, cosmos3) is None               # the model phyx builds now matches
+    m["fingerprints"][cosmos3] = "0" * 64               # a set recorded before the model changed
+    checks = sections.model_parity("npu-emulated", True, ART.SHIPPED, m, str(tmp_path))
+    assert len(checks) == 2 and all(c.verdict == FAIL and "stale" in c.reason for c in checks)
+    monkeypatch.setattr(ART, "MODELS", every)
+    monkeypatch.setattr(ART, "LOSS_MODELS", (wan,))
+    m["fingerprints"][wan] = "0" * 64
+    loss = sections.loss_window("npu-emulated", True, ART.SHIPPED, m, str(tmp_path))
+    assert len(loss) == 2 and all(c.verdict == FAIL and "re-record" in c.reason for c in loss)

@@ -42,6 +42,34 @@ def certify_spec(model: str):
     return dataclasses.replace(get_model_spec(model), layers=layers)
 
 
+def fingerprint(model: str) -> str:
+    """sha256 of the tiny model's config and seeded initial weights (built on the CPU): a reference
+    set recorded before the model changed is stale, and the certificate says so instead of
+    reporting a numerical divergence."""
+    import hashlib
+
+    import torch
+
+    spec = certify_spec(model)
+    h = hashlib.sha256(json.dumps(spec.config, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, t in sorted(spec.build().state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def stale(manifest: dict, model: str) -> str | None:
+    """A reason if the set's recording of `model` no longer matches the model phyx builds now
+    (None when it matches, or when the set predates fingerprints)."""
+    want = (manifest.get("fingerprints") or {}).get(model)
+    if want is not None and want != fingerprint(model):
+        return (f"the reference set is stale: {model}'s config or initial weights changed since it was "
+                f"recorded on {manifest.get('recorded_on')}; re-record it with `phyx certify record "
+                f"--backend cuda --out phyx/tools/certify/artifacts --overwrite`")
+    return None
+
+
 def artifact_dir(root, model: str, dtype: str) -> str:
     return os.path.join(str(root), "models", f"{model}-{dtype}")
 
@@ -90,6 +118,7 @@ def record(backend: str, out_dir: str, overwrite: bool = False) -> str:
                 "emulated": env["emulated"], "environment": env,
                 "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "phyx": phyx.__version__, "models": models, "loss": losses,
+                "fingerprints": {m: fingerprint(m) for m, _ in MODELS.values()},
                 "note": ("recorded on a GPU: the reference the first NPU is certified against"
                          if env["backend"] == "cuda" else
                          f"STAND-IN recorded on {env['backend']}, not a GPU: re-record with "

@@ -53,6 +53,10 @@ def model_parity(backend: str, emulated: bool, root, manifest: dict, out_dir: st
         for dt in ART.DTYPES:
             name = f"model:{model}:{dt}"
             fact = f"{family} ({model}, {dt}) on {backend} matches the {ref_on} artifact layer by layer"
+            why_stale = ART.stale(manifest, model)
+            if why_stale:
+                checks.append(Check("models", name, fact, FAIL, why_stale, emulated))
+                continue
             try:
                 ref = A.read(ART.artifact_dir(root, model, dt))
                 run = record_run(ART.certify_spec(model), backend, dt, replay_from=ref)
@@ -80,6 +84,11 @@ def loss_window(backend: str, emulated: bool, root, manifest: dict, out_dir: str
     checks = []
     for model in ART.LOSS_MODELS:
         spec = ART.certify_spec(model)
+        why_stale = ART.stale(manifest, model)
+        if why_stale:
+            checks += [Check("loss", f"loss:{model}:vs-{tag}", f"{model} loss window vs the {tag} curve",
+                             FAIL, why_stale, emulated) for tag in ("shipped", "live-cpu")]
+            continue
         with open(ART.loss_file(root, model), encoding="utf-8") as f:
             stored = json.load(f)
         ref = TrainCurve(stored["backend"], bool(stored["emulated"]), stored["dtype"],
