@@ -68,8 +68,10 @@ def init_seeded_(model: nn.Module, seed: int, dtype: torch.dtype = torch.float32
             if p is None:
                 continue
             name = f"{mod_name}.{pname}" if mod_name else pname
-            g = torch.Generator(device=rng_device).manual_seed(param_seed(seed, name))
-            r = torch.randn(full_shape(p), generator=g, device=rng_device, dtype=torch.float32)
+            # rng_device is the CPU unless a benchmark asks to draw on its own device for speed;
+            # parity and tests never do, so their weights match on every vendor
+            g = torch.Generator(device=rng_device).manual_seed(param_seed(seed, name))  # port-ok
+            r = torch.randn(full_shape(p), generator=g, device=rng_device, dtype=torch.float32)  # port-ok
             full = _value(name, mod, r)
             spec = spec_of(p)
             local = full.to(device=device, dtype=torch.float32 if keep_fp32(name) else dtype)
