@@ -91,10 +91,16 @@ def hccl_buffer_cost(config: ParallelConfig, buffsize_mb: float | None = None,
             "hccl_buffsize_mb": buffsize_mb, "mb_per_rank": groups * 2 * buffsize_mb}
 
 
-def plan(shape: DiTShape, config: ParallelConfig, buffsize_mb: float | None = None) -> dict:
+def plan(shape: DiTShape, config: ParallelConfig, buffsize_mb: float | None = None,
+         backend: str = "npu") -> dict:
+    """The layout's communication volume, and the communicator memory `backend` reserves for it
+    (its comm_buffer_cost hook; the vendor need not be present here)."""
+    from phyx.backend import backend_class
+
     config.check_heads(shape.heads, shape.kv_heads)
+    cost = backend_class(backend).comm_buffer_cost(config, buffsize_mb=buffsize_mb)
     return {"config": asdict(config), "shape": asdict(shape),
-            "volume_bytes": comm_volume(shape, config), "hccl": hccl_buffer_cost(config, buffsize_mb)}
+            "volume_bytes": comm_volume(shape, config), "hccl": cost}
 
 
 def _mb(x: float) -> str:

@@ -23,12 +23,14 @@ def pool():
 
 def _swap_ffn_shard(model, spec):
     """Planted: blocks.1.ffn.0 (column parallel) holds the other rank's rows."""
-    from phyx.models.wan import seeded_model
-    from phyx.parallel import get_parallel_state
+    from phyx.models.common.init import init_seeded_
+    from phyx.models.common.meta import on_meta
+    from phyx.models.wan import WanModel
+    from phyx.parallel import get_parallel_state, single_device
     from phyx.sharding import ShardSpec
 
     st = get_parallel_state()
-    full = seeded_model(model.cfg, spec.seed).state_dict()
+    full = init_seeded_(on_meta(lambda: WanModel(model.cfg, single_device())), spec.seed).state_dict()
     wrong = ShardSpec(0, st.tp_size - 1 - st.tp_rank, st.tp_size)
     with torch.no_grad():
         for name in ("blocks.1.ffn.0.weight", "blocks.1.ffn.0.bias"):

@@ -124,19 +124,11 @@ def config_from_official(d: dict, reader) -> WanConfig:
 # ---- building --------------------------------------------------------------------------------
 def build_empty(cfg: WanConfig, dtype=torch.float32, device=None, parallel=None) -> WanModel:
     """A WanModel with uninitialised storage in its final dtype (no fp32 copy of big weights)."""
+    from phyx.models.common.meta import materialize, on_meta
+
     device = torch.device(device) if device is not None else torch.device("cpu")
-    with torch.device("meta"):
-        model = WanModel(cfg, parallel)
-    for mname, mod in model.named_modules():
-        for pname, p in list(mod._parameters.items()):
-            if p is None:
-                continue
-            full = f"{mname}.{pname}" if mname else pname
-            fresh = torch.nn.Parameter(torch.empty(p.shape, dtype=torch.float32 if keep_fp32(full) else dtype,
-                                                   device=device), requires_grad=p.requires_grad)
-            fresh.__dict__.update(p.__dict__)  # keeps the ShardSpec mark (phyx_shard) of TP layers
-            mod._parameters[pname] = fresh
-    return model
+    model = on_meta(lambda: WanModel(cfg, parallel))
+    return materialize(model, device, dtype, keep_fp32=keep_fp32)
 
 
 def load_wan(path, dtype: torch.dtype = torch.float32, device=None, parallel=None,
@@ -213,24 +205,12 @@ TINY_VARIANTS = {"t2v": "tiny-t2v", "i2v": "tiny-i2v", "i2v-clip": "tiny-i2v-cli
 
 
 def seeded_model(cfg: WanConfig, seed: int = 0) -> WanModel:
-    """A WanModel whose every parameter is drawn from a seeded generator (norm weights near 1),
-    so no part of the network is a no-op in parity tests."""
-    g = torch.Generator().manual_seed(seed)
-    model = WanModel(cfg, single_device())
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm_q.weight") or name.endswith("norm_k.weight") or "norm" in name \
-                    or name.startswith("img_emb.proj.0") or name.startswith("img_emb.proj.4"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g) if name.endswith("weight")
-                        else 0.1 * torch.randn(p.shape, generator=g))
-            elif name.endswith("modulation"):
-                p.copy_(torch.randn(p.shape, generator=g) / cfg.dim ** 0.5)
-            elif p.dim() >= 2:
-                fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
-            else:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-    return model.eval()
+    """A single-device WanModel with seeded weights (phyx.models.common.init: one generator per
+    parameter, norm gains near 1), so no part of the network is a no-op in parity tests."""
+    from phyx.models.common.init import init_seeded_
+    from phyx.models.common.meta import on_meta
+
+    return init_seeded_(on_meta(lambda: WanModel(cfg, single_device())), seed).eval()
 
 
 def make_tiny_checkpoint(directory, variant: str = "t2v", seed: int = 0, fmt: str = "official",
