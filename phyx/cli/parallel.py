@@ -20,7 +20,8 @@ def _cmd_plan(args) -> int:
     for s in args.layout:   # cfg x sp x tp [x ring]; sp = ulysses x ring
         n = [int(v) for v in s.split("x")]
         layouts.append(ParallelConfig(*n[:3], ring=n[3] if len(n) > 3 else None))
-    out = [plan(shape, c, args.hccl_buffsize) for c in layouts]
+    out = [plan(shape, c, args.hccl_buffsize, sp_attention=args.sp_attention,
+                p2p_buffsize_mb=args.p2p_hccl_buffsize) for c in layouts]
     print(json.dumps(out, indent=2) if args.json else "\n\n".join(format_plan(p) for p in out))
     return 0
 
@@ -38,5 +39,9 @@ def register(sub) -> None:
                  "dtype_bytes"):
         pp.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=None)
     pp.add_argument("--hccl-buffsize", type=float, default=None, help="MB (default env or 200)")
+    pp.add_argument("--p2p-hccl-buffsize", type=float, default=None,
+                    help="MB per point-to-point communicator (default env P2P_HCCL_BUFFSIZE or 20)")
+    pp.add_argument("--sp-attention", default="ulysses", choices=["ulysses", "ring"],
+                    help="sequence-parallel attention: Ulysses all-to-all or ring (point-to-point)")
     pp.add_argument("--json", action="store_true")
     pp.set_defaults(func=_cmd_plan)
