@@ -378,6 +378,41 @@ def ring_exchange(t: torch.Tensor, group=None) -> torch.Tensor:
     return recv
 
 
+class _PendingExchange:
+    """A ring step in flight (ring_exchange_start); wait() returns what the previous rank sent."""
+
+    def __init__(self, recv, works, group):
+        self._recv, self._works, self._group = recv, works, group
+
+    def wait(self) -> torch.Tensor:
+        try:
+            for w in self._works:
+                w.wait()
+        except Exception as e:
+            raise _fail("ring_exchange", self._group, e) from e
+        return self._recv
+
+
+def ring_exchange_start(t: torch.Tensor, group=None) -> _PendingExchange:
+    """Start a ring step (send `t` to the next rank of `group`, receive from the previous one)
+    and return at once, so the caller can compute while it travels; .wait() gives the received
+    tensor. Ring attention overlaps each block's attention with the next block's transfer."""
+    n = _size(group)
+    if n == 1:
+        return _PendingExchange(t, [], group)
+    ranks = group_ranks(group)
+    me = ranks.index(dist.get_rank())
+    t = t.contiguous()
+    recv = torch.empty_like(t)
+    ops = [dist.P2POp(dist.isend, t, ranks[(me + 1) % n], group),
+           dist.P2POp(dist.irecv, recv, ranks[(me - 1) % n], group)]
+    try:
+        works = dist.batch_isend_irecv(ops)
+    except Exception as e:
+        raise _fail("ring_exchange", group, e) from e
+    return _PendingExchange(recv, works, group)
+
+
 def _collective_device() -> torch.device:
     from phyx.backend import get_backend
 

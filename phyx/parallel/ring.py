@@ -90,20 +90,20 @@ def ring_attention(q, k, v, *, valid_len: int | None = None, kv_lens=None, scale
         pl = None if plen is None or plen >= kp.shape[1] else torch.full((B,), int(plen), device=q.device)
         o, l = _attend(q, kp, vp, kv_lens=pl, scale=scale)
         out, lse = _merge(out, lse, o.float(), l.float())
-    kv = torch.stack([k, v]) if k.shape == v.shape else None   # one message per ring step
+    # K and V travel as one message per step; the next block's transfer is started before this
+    # block's attention, so communication overlaps compute where the backend runs P2P async.
+    kv = torch.stack([k, v]) if k.shape == v.shape else torch.cat([k, v], dim=-1)
+    dk = k.shape[-1]
     for step in range(P):
         src = (me - step) % P  # the rank whose K/V block we hold now
+        pending = comm.ring_exchange_start(kv, group=group) if step + 1 < P else None
         if not (is_causal and src > me):
+            k, v = (kv[0], kv[1]) if kv.dim() == 5 else (kv[..., :dk], kv[..., dk:])
             block_lens = None
             if lens is not None:
                 block_lens = (lens - src * blk).clamp(0, blk).to(q.device)
             o, l = _attend(q, k, v, kv_lens=block_lens, scale=scale, is_causal=is_causal and src == me)
             out, lse = _merge(out, lse, o.float(), l.float())
-        if step + 1 < P:
-            if kv is not None:
-                kv = comm.ring_exchange(kv, group=group)
-                k, v = kv[0], kv[1]
-            else:
-                k = comm.ring_exchange(k, group=group)
-                v = comm.ring_exchange(v, group=group)
+        if pending is not None:
+            kv = pending.wait()
     return out.to(q.dtype)

@@ -33,6 +33,7 @@ import torch
 
 import phyx.ops as ops
 from phyx import comm
+from phyx.errors import LayoutError
 from phyx.parallel.ring import ring_attention
 from phyx.parallel.state import ParallelState, get_parallel_state
 from phyx.parallel.ulysses import padded_len, sp_gather, sp_pad_and_shard, sp_shard_rope
@@ -90,7 +91,6 @@ class SequenceParallel:
         not per token), and the RoPE (cos, sin) pair when the plan says so."""
         unknown = set(inputs) - set(plan.shard)
         if unknown:
-            from phyx.errors import LayoutError
             raise LayoutError(f"inputs {sorted(unknown)} are not in the family's SP_PLAN.shard "
                               f"{sorted(plan.shard)}; add them to the plan (with their sequence dim)")
         out = {k: (None if v is None else self.shard(v, plan.shard[k])) for k, v in inputs.items()}
@@ -103,7 +103,6 @@ class SequenceParallel:
 
     def _check_len(self, x, dim):
         if x.shape[dim] != self.seq_len:
-            from phyx.errors import LayoutError
             raise LayoutError(f"SequenceParallel.shard: dim {dim} of {tuple(x.shape)} has "
                               f"{x.shape[dim]} entries, the sequence has {self.seq_len}; shard only "
                               f"full-sequence, per-token tensors")
@@ -149,13 +148,12 @@ class SequenceParallel:
         the padding); kv_lens [B]: per-sample key lengths, combined with it. prefix (k, v):
         whole-sequence keys on this rank's head group (full_heads) attended before the sequence's
         own keys (unmasked, non-causal)."""
+        if prefix is not None and is_causal:
+            raise LayoutError("SequenceParallel.attention: a prefix with is_causal is not supported "
+                              "(the prefix is attended in full); pass one or the other")
         if not self.active:
-            lens = _lens(q.shape[0], valid_len, kv_lens, k.shape[1], q.device)
-            if prefix is not None:
-                kp, vp = prefix
-                k, v = torch.cat([kp, k], 1), torch.cat([vp, v], 1)
-                lens = None if lens is None else lens + kp.shape[1]
-            return ops.attention(q, k, v, kv_lens=lens, is_causal=is_causal, scale=scale)
+            return _attend_with_prefix(q, k, v, prefix, _lens(q.shape[0], valid_len, kv_lens, k.shape[1], q.device),
+                                       is_causal, scale)
         valid_len = self.seq_len if valid_len is None else valid_len
         nq = q.shape[2]
         qh, kh, vh = self.to_heads(q), self.kv_to_heads(k, nq), self.kv_to_heads(v, nq)
@@ -168,18 +166,23 @@ class SequenceParallel:
         super-block when ring == 1, ring attention across the ring groups otherwise."""
         valid_len = self.seq_len if valid_len is None else valid_len
         if self.ring == 1:
-            lens = _lens(q.shape[0], valid_len, kv_lens, k.shape[1], q.device)
-            if prefix is not None:
-                kp, vp = prefix
-                k, v = torch.cat([kp, k], 1), torch.cat([vp, v], 1)
-                lens = (lens if lens is not None else torch.full((q.shape[0],), k.shape[1] - kp.shape[1],
-                                                                 dtype=torch.int64, device=q.device)) + kp.shape[1]
-            return ops.attention(q, k, v, kv_lens=lens, is_causal=is_causal, scale=scale)
+            return _attend_with_prefix(q, k, v, prefix, _lens(q.shape[0], valid_len, kv_lens, k.shape[1], q.device),
+                                       is_causal, scale)
         st = self.state
         pre = None if prefix is None else (prefix[0], prefix[1], None)
         return ring_attention(q, k, v, valid_len=valid_len, kv_lens=kv_lens, scale=scale,
                               is_causal=is_causal, prefix=pre, group=st.ring_group,
                               size=st.ring_size, rank=st.ring_rank)
+
+
+def _attend_with_prefix(q, k, v, prefix, lens, is_causal, scale):
+    """Attention over [prefix keys, keys] in one call: the prefix (whole, unmasked) goes first,
+    so the key lengths of the own keys shift by its length."""
+    if prefix is not None:
+        kp, vp = prefix
+        k, v = torch.cat([kp, k], 1), torch.cat([vp, v], 1)
+        lens = None if lens is None else lens + kp.shape[1]
+    return ops.attention(q, k, v, kv_lens=lens, is_causal=is_causal, scale=scale)
 
 
 def _lens(B, valid_len, kv_lens, n_keys, device):

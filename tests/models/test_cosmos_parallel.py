@@ -109,25 +109,3 @@ def test_layouts_the_heads_cannot_split_fail_at_construction():
         build(tp=2, sp=32)      # 8 heads per TP rank cannot split 32 ways: the error names the fix
     with pytest.raises(ParallelConfigError, match="Cosmos-Predict2"):
         cp.Predict2DiT(cp.tiny_config(), ParallelState(ParallelConfig(tp=3)))
-
-
-def test_tp_plan_shards_predict2_from_its_plan():
-    """The declarative plan is what shards the model: every planned linear is a TP layer holding
-    1/tp of the weight with a ShardSpec mark; an unplanned one stays whole."""
-    from phyx.models.cosmos_predict2.plan import TP_PLAN
-    from phyx.parallel import ColumnParallelLinear, ParallelConfig, ParallelState, RowParallelLinear
-    from phyx.parallel.styles import plan_matches
-    from phyx.sharding import spec_of
-
-    cfg = cp.tiny_config()
-    st = ParallelState(ParallelConfig(tp=2))            # no groups needed to build
-    m = cp.Predict2DiT(cfg, st)
-    ref = cp.Predict2DiT(cfg, ParallelState(ParallelConfig()))
-    matched = plan_matches(ref, TP_PLAN)
-    assert all(matched.values()), {k: v for k, v in matched.items() if not v}
-    for pat, names in matched.items():
-        for name in names:
-            mod, full = m.get_submodule(name), ref.get_submodule(name)
-            assert isinstance(mod, (ColumnParallelLinear, RowParallelLinear)), name
-            assert mod.weight.numel() * 2 == full.weight.numel() and spec_of(mod.weight) is not None, name
-    assert type(m.proj_out) is torch.nn.Linear and spec_of(m.proj_out.weight) is None

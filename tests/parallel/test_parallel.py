@@ -268,3 +268,27 @@ def test_plan_cli_and_hccl_cost(capsys):
     assert hccl_buffer_cost(ParallelConfig(1, 4, 1), buffsize_mb=50)["mb_per_rank"] == 200
     assert main(["parallel", "plan", "--layout", "1x1x8"]) == 2  # clear error, not a traceback
     assert "tp=8 does not divide the 12 attention heads" in capsys.readouterr().err
+
+
+def test_sequence_parallel_single_device_and_plan_errors():
+    """sp == 1: SequenceParallel is the plain code (no padding, same attention, prefix = concat);
+    inputs outside the family's SP_PLAN and non-per-token tensors are refused by name."""
+    from phyx import ops
+    from phyx.errors import LayoutError
+    from phyx.parallel import ParallelConfig, ParallelState, SequenceParallel
+    from phyx.parallel.sequence import SequencePlan
+
+    sp = SequenceParallel(5, ParallelState(ParallelConfig()))
+    g = torch.Generator().manual_seed(0)
+    q, k, v, kp, vp = (torch.randn(1, n, 2, 4, generator=g) for n in (5, 5, 5, 3, 3))
+    assert not sp.active and sp.shard(q) is q and sp.gather(q) is q
+    assert torch.equal(sp.attention(q, k, v, is_causal=True), ops.attention(q, k, v, is_causal=True))
+    assert torch.equal(sp.attention(q, k, v, prefix=(kp, vp)),
+                       ops.attention(q, torch.cat([kp, k], 1), torch.cat([vp, v], 1)))
+    plan = SequencePlan(shard={"tokens": 1})
+    with pytest.raises(LayoutError, match=r"\['camera'\] are not in the family's SP_PLAN"):
+        sp.shard_inputs(plan, tokens=q, camera=q)
+    with pytest.raises(LayoutError, match="prefix with is_causal"):
+        sp.attention(q, k, v, is_causal=True, prefix=(kp, vp))
+    with pytest.raises(LayoutError, match="has 3 entries, the sequence has 5"):
+        SequenceParallel(5, ParallelState(ParallelConfig(sp=2))).shard(kp)

@@ -81,7 +81,7 @@ def _count_traffic(layout, seq_len, ring=1):
     from phyx.parallel.testing_block import TinyDiTBlock, make_case, run_block
 
     sent = {"tp_all_reduce": 0.0, "sp_all_to_all": 0.0, "ring_kv": 0.0}
-    real_ar, real_a2a, real_ring = comm.all_reduce, comm.all_to_all_4d, comm.ring_exchange
+    real_ar, real_a2a, real_ring = comm.all_reduce, comm.all_to_all_4d, comm.ring_exchange_start
     st = init_parallel(ParallelConfig(*layout, ring=ring))
 
     def all_reduce(t, op="sum", group=None, **kw):
@@ -94,11 +94,11 @@ def _count_traffic(layout, seq_len, ring=1):
         sent["sp_all_to_all"] += (n - 1) / n * x.numel() * x.element_size()
         return real_a2a(x, scatter_dim, gather_dim, group)
 
-    def ring_exchange(t, group=None):
+    def ring_exchange_start(t, group=None):
         sent["ring_kv"] += t.numel() * t.element_size()
         return real_ring(t, group)
 
-    comm.all_reduce, comm.all_to_all_4d, comm.ring_exchange = all_reduce, all_to_all_4d, ring_exchange
+    comm.all_reduce, comm.all_to_all_4d, comm.ring_exchange_start = all_reduce, all_to_all_4d, ring_exchange_start
     try:
         sd, inp, kw = make_case(1, seq_len)
         block = TinyDiTBlock(**kw, state=st)
@@ -107,7 +107,7 @@ def _count_traffic(layout, seq_len, ring=1):
             run_block(block, inp["x"], inp["e"], inp["ctx_cond"], inp["cos"], inp["sin"])
         return sent
     finally:
-        comm.all_reduce, comm.all_to_all_4d, comm.ring_exchange = real_ar, real_a2a, real_ring
+        comm.all_reduce, comm.all_to_all_4d, comm.ring_exchange_start = real_ar, real_a2a, real_ring
         reset_parallel_state()
 
 

@@ -85,14 +85,11 @@ def environment(backend=None) -> dict:
         "host": platform.node(), "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
     }
-    try:
-        from phyx.parallel import get_parallel_state
+    from phyx.parallel import get_parallel_state
 
-        st = get_parallel_state()
-        env["parallel"] = {"cfg": st.cfg_size, "sp": st.sp_size, "tp": st.tp_size,
-                           "describe": st.describe()}
-    except Exception as e:  # parallel layer absent or not initialised
-        env["parallel"] = {"cfg": 1, "sp": 1, "tp": 1, "note": str(e)[:200]}
+    st = get_parallel_state()   # a trivial single-device state when none was initialised
+    env["parallel"] = {"cfg": st.cfg_size, "sp": st.sp_size, "tp": st.tp_size,
+                       "ulysses": st.ulysses_size, "ring": st.ring_size, "describe": st.describe()}
     return env
 
 
