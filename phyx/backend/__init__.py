@@ -89,8 +89,8 @@ def set_backend(name: str, policy: str | None = None, *, _reason: str | None = N
     policy = policy or _dispatch.get_policy()
     if policy not in POLICIES:
         raise ValueError(f"unknown kernel policy {policy!r}; choose one of {POLICIES}")
+    _dispatch.rebuild(backend, policy)   # raises before any change if a pin does not exist here
     _apply_precision(backend, policy)
-    _dispatch.rebuild(backend, policy)
     _active["backend"] = backend
     _active["reason"] = _reason or f"set explicitly: phyx.set_backend({name!r})"
     return backend
@@ -171,9 +171,8 @@ def using(name: str, policy: str | None = None):
     selection still applies later. Yields the backend."""
     prev, prev_reason = _active["backend"], _active["reason"]
     prev_policy, prev_pins = _dispatch.get_policy(), _dispatch.pins()
-    backend = set_backend(name, policy or prev_policy, _reason=f"phyx.backend.using({name!r})")
-    try:
-        yield backend
+    try:   # a switch that fails half-way (a pin this backend lacks) is undone as well
+        yield set_backend(name, policy or prev_policy, _reason=f"phyx.backend.using({name!r})")
     finally:
         _dispatch.unbind(prev_policy, prev_pins)
         if prev is not None:

@@ -80,12 +80,15 @@ def rebuild(backend, policy: str) -> None:
     if policy not in POLICIES:
         raise ValueError(f"unknown kernel policy {policy!r}; choose one of {POLICIES}")
     vendor = _vendor_kernels(backend) if backend is not None else {}
-    for op in OP_NAMES:
+    table = {}
+    for op in OP_NAMES:   # every choice first: a pin this backend lacks leaves the table as it was
         choice = REFERENCE_KERNELS[op]
         if op in _pinned:
             choice = _find(op, _pinned[op], vendor)
         elif policy == "fast" and vendor.get(op):
             choice = vendor[op][0]
+        table[op] = choice
+    for op, choice in table.items():
         _chosen[op] = choice
         setattr(K, op, _observed(op, choice) if _observers else choice.fn)
     _state["policy"] = policy

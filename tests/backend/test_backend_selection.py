@@ -114,6 +114,15 @@ def test_using_restores_and_reset_forgets(monkeypatch):
     assert phyx.get_backend() is before and phyx.get_policy() == "fast"
     assert phyx.ops.chosen_kernels()["attention"] == "reference"   # the pin is back
     assert phyx.ops.pinned_kernel("rms_norm") is None               # the block's pin is gone
+    with phyx.backend.using("npu-emulated", "fast") as npu:
+        phyx.ops.use_kernel("attention", None)
+        phyx.ops.use_kernel("rms_norm", "torch_npu.npu_rms_norm")    # a kernel cpu lacks
+        attention = phyx.ops.chosen_kernels()["attention"]
+        assert attention.startswith("torch_npu.")
+        with pytest.raises(UnsupportedArgumentError, match="npu_rms_norm"):
+            with phyx.backend.using("cpu"):      # fails after the table's attention entry
+                pass
+        assert phyx.get_backend() is npu and phyx.ops.chosen_kernels()["attention"] == attention
     phyx.backend.reset()
     assert phyx.ops.pinned_kernel("attention") is None and phyx.get_policy() == "fast"
     assert phyx.backend.selection_reason().startswith("autodetected")   # selected afresh
