@@ -23,6 +23,7 @@ import dataclasses
 import math
 
 import torch
+from mg_init import device_draw
 
 from phyx.models import registry
 
@@ -73,7 +74,7 @@ class HarnessModel:
 
     def build(self, dtype, device, seed, rng_device):
         """The model for the current parallel state (TP layers hold their slices)."""
-        model = self.adapter.build(self.cfg, seed, dtype=dtype, device=device, rng_device=rng_device)
+        model = self.adapter.build(self.cfg, seed, dtype=dtype, device=device, draw=device_draw(rng_device))
         return model.eval().requires_grad_(False)
 
     @staticmethod

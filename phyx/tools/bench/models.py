@@ -51,25 +51,30 @@ def _build_pair(ad, cfg):
     from phyx.models.common.init import init_seeded_
 
     def build_phyx(dtype):
-        return ad.build(cfg, BENCH_SEED, dtype=dtype, device=_dev(), rng_device=_rng_device())
+        return ad.build(cfg, BENCH_SEED, dtype=dtype, device=_dev(), draw=_draw())
 
     def build_diffusers(dtype):
         # on the device (diffusers' rotary buffers are computed at construction), then seeded
         m = ad.diffusers_peer(cfg).build(dtype, _dev())
-        return init_seeded_(m, BENCH_SEED, dtype, _dev(), rng_device=_rng_device())
+        return init_seeded_(m, BENCH_SEED, dtype, _dev(), draw=_draw())
     return build_phyx, build_diffusers
 
 
-def _rng_device():
-    """Draw weights on the device where it has a seeded generator (fast), else on the CPU."""
+def _draw():
+    """Draw weights on the device where it has a seeded generator (fast), else on the CPU (None).
+    One process: the values need not match another rank's, only be random."""
     dev = _dev()
     if dev.type == "cpu":
-        return "cpu"
+        return None
     try:
         torch.Generator(device=dev)
-        return dev
     except Exception:  # noqa: BLE001 - no device generator: the CPU draws
-        return "cpu"
+        return None
+
+    def draw(shape, seed):
+        return torch.randn(shape, generator=torch.Generator(device=dev).manual_seed(seed), device=dev,
+                           dtype=torch.float32)
+    return draw
 
 
 def _wan(entry, quick, layers=None):
