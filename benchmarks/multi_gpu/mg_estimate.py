@@ -55,8 +55,7 @@ def estimate(spec, world: int, modes, *, dtype: str, warmup: int, iters: int, pa
 
 def param_count(spec) -> float:
     """Parameters of the model as configured (meta device: no memory)."""
-    import torch
+    from phyx.models.common.meta import on_meta
 
-    with torch.device("meta"):
-        m = spec._construct()
+    m = on_meta(lambda: spec.adapter.construct(spec.cfg))
     return float(sum(p.numel() for p in m.parameters()))

@@ -15,8 +15,19 @@ from phyx import comm
 from phyx.models.common.init import full_shape, has_tp_shards, init_seeded_, param_seed
 from phyx.sharding import spec_of
 
-__all__ = ["init_seeded_", "param_seed", "full_shape", "has_tp_shards", "spec_of", "tensor_digest",
+__all__ = ["init_seeded_", "device_draw", "param_seed", "full_shape", "has_tp_shards", "spec_of", "tensor_digest",
            "digests_across_ranks", "device_rng_consistent"]
+
+
+def device_draw(device):
+    """init_seeded_'s draw on `device`'s own generator (use after device_rng_consistent)."""
+    if torch.device(device).type == "cpu":
+        return None
+
+    def draw(shape, seed):
+        g = torch.Generator(device=device).manual_seed(seed)
+        return torch.randn(shape, generator=g, device=device, dtype=torch.float32)
+    return draw
 
 
 def tensor_digest(t: torch.Tensor) -> int:

@@ -1,6 +1,11 @@
 """The models a multi-GPU run can measure, behind one small interface.
 
-A ModelSpec builds the model for the *current* phyx parallel state (single device when none is
+Names, configs and seeded builds come from phyx.models.registry (every model listed for the
+'multi_gpu' tool; `--model` takes its canonical name or an alias, the JSON records the canonical
+one) and its family adapter (build: phyx.models.common.init's per-parameter seeds, the same
+weights for every layout). What stays here is the harness's own step per family.
+
+A HarnessModel builds the model for the *current* phyx parallel state (single device when none is
 set) with seeded weights (mg_init), draws its inputs on the CPU from a seed, and runs one step:
   step(model, inputs, 'cond')    the conditional prediction (tp / sp layouts compare this);
   step(model, inputs, 'uncond')  the unconditional one (for the CFG noise floor);
@@ -18,7 +23,9 @@ import dataclasses
 import math
 
 import torch
-from mg_init import init_seeded_
+from mg_init import device_draw
+
+from phyx.models import registry
 
 RESOLUTIONS = ("tiny", "480p", "720p")
 
@@ -31,13 +38,24 @@ def _cpu_randn(g, *shape):
     return torch.randn(*shape, generator=g, dtype=torch.float32)
 
 
-class ModelSpec:
+class HarnessModel:
     family = ""
     name = ""
+    CFG_OVERRIDES: dict = {}          # harness-only config changes of the tiny model
 
-    def __init__(self, name, cfg, latent, text_len, full_layers, guidance):
-        self.name, self.cfg, self.latent, self.text_len = name, cfg, tuple(latent), text_len
-        self.full_layers, self.guidance = full_layers, guidance
+    def __init__(self, name, res, layers=None, latent=None, text_len=None, guidance=5.0):
+        entry = registry.resolve(name)
+        self.adapter = entry.adapter
+        cfg = entry.build_config(**(self.CFG_OVERRIDES if entry.tiny else {}))
+        self.full_layers = self.adapter.num_layers(cfg)
+        if layers:
+            cfg = self.adapter.with_layers(cfg, min(layers, self.full_layers))
+        self.name, self.cfg, self.tiny, self.guidance = entry.name, cfg, entry.tiny, guidance
+        self.latent = (self._channels(), *(latent or self.LATENT[res]))
+        self.text_len = self._text_len(text_len)
+
+    layers = property(lambda s: s.adapter.num_layers(s.cfg))
+    heads = property(lambda s: s.adapter.num_heads(s.cfg))
 
     # what the JSON records about the shape -----------------------------------------------------
     @property
@@ -54,12 +72,9 @@ class ModelSpec:
     def shape(self) -> dict:
         return {"batch": 1, "latent": list(self.latent), "seq_len": self.seq_len, "text_len": self.text_len}
 
-    keep_fp32 = staticmethod(lambda name: False)
-
     def build(self, dtype, device, seed, rng_device):
-        with torch.device("meta"):
-            model = self._construct()
-        init_seeded_(model, seed, dtype, device, rng_device=rng_device, keep_fp32=self.keep_fp32)
+        """The model for the current parallel state (TP layers hold their slices)."""
+        model = self.adapter.build(self.cfg, seed, dtype=dtype, device=device, draw=device_draw(rng_device))
         return model.eval().requires_grad_(False)
 
     @staticmethod
@@ -68,32 +83,16 @@ class ModelSpec:
 
 
 # --- Wan2.1 ----------------------------------------------------------------------------------
-class WanSpec(ModelSpec):
+class WanSpec(HarnessModel):
     family = "wan"
-    CONFIGS = {"wan-14b": "wan2.1-t2v-14b", "wan-1.3b": "wan2.1-t2v-1.3b", "wan-tiny": "tiny-t2v"}
     # 480x832 and 720x1280 at 81 frames -> latent 21 x 60 x 104 and 21 x 90 x 160
     LATENT = {"tiny": (3, 6, 10), "480p": (21, 60, 104), "720p": (21, 90, 160)}
 
-    def __init__(self, name, res, layers=None, latent=None, text_len=None, guidance=5.0):
-        try:
-            from phyx.models.wan import get_config
-            from phyx.models.wan.model import keep_fp32
-        except ImportError as e:
-            raise ModelUnavailable(f"phyx.models.wan does not import: {e}") from e
-        cfg = get_config(self.CONFIGS[name])
-        full = cfg.num_layers
-        if layers:
-            cfg = cfg.replace(num_layers=min(layers, full))
-        self.keep_fp32 = keep_fp32
-        super().__init__(name, cfg, (cfg.in_dim, *(latent or self.LATENT[res])),
-                         min(text_len or cfg.text_len, cfg.text_len), full, guidance)
+    def _channels(self):
+        return self.cfg.in_dim
 
-    layers = property(lambda s: s.cfg.num_layers)
-    heads = property(lambda s: s.cfg.num_heads)
-
-    def _construct(self):
-        from phyx.models.wan import WanModel
-        return WanModel(self.cfg)          # layout from the current parallel state
+    def _text_len(self, text_len):
+        return min(text_len or self.cfg.text_len, self.cfg.text_len)
 
     def make_inputs(self, seed: int) -> dict:
         g = torch.Generator().manual_seed(seed)
@@ -117,35 +116,18 @@ class WanSpec(ModelSpec):
 
 
 # --- Cosmos-Predict2 -------------------------------------------------------------------------
-class Predict2Spec(ModelSpec):
+class Predict2Spec(HarnessModel):
     family = "cosmos-predict2"
-    PRESETS = {"cosmos-predict2-2b": "2B-Video2World", "cosmos-predict2-14b": "14B-Video2World",
-               "cosmos-predict2-tiny": None}
     # 480x832 and 704x1280 at 93 frames -> latent 24 x 60 x 104 and 24 x 88 x 160
     LATENT = {"tiny": (3, 6, 10), "480p": (24, 60, 104), "720p": (24, 88, 160)}
     SIGMA, FPS, TEXT_LEN = 3.0, 16, 512
+    CFG_OVERRIDES = {"num_attention_heads": 4}    # tiny: 4 heads, so tp / sp 2 and 4 divide them
 
-    def __init__(self, name, res, layers=None, latent=None, text_len=None, guidance=5.0):
-        try:
-            from phyx.models import cosmos_predict2 as cp
-            _ = (cp.denoise, cp.guided_x0, cp.Predict2DiT, cp.PRESETS, cp.tiny_config)
-        except (ImportError, AttributeError) as e:
-            raise ModelUnavailable(f"phyx.models.cosmos_predict2 lacks what the harness needs: {e}") from e
-        preset = self.PRESETS[name]
-        cfg = cp.tiny_config("video2world", num_attention_heads=4) if preset is None else \
-            dataclasses.replace(cp.PRESETS[preset])
-        full = cfg.num_layers
-        if layers:
-            cfg = dataclasses.replace(cfg, num_layers=min(layers, full))
-        tl = text_len or (8 if preset is None else self.TEXT_LEN)
-        super().__init__(name, cfg, (cfg.out_channels, *(latent or self.LATENT[res])), tl, full, guidance)
+    def _channels(self):
+        return self.cfg.out_channels
 
-    layers = property(lambda s: s.cfg.num_layers)
-    heads = property(lambda s: s.cfg.num_attention_heads)
-
-    def _construct(self):
-        from phyx.models.cosmos_predict2 import Predict2DiT
-        return Predict2DiT(self.cfg)
+    def _text_len(self, text_len):
+        return text_len or (8 if self.tiny else self.TEXT_LEN)
 
     def make_inputs(self, seed: int) -> dict:
         g = torch.Generator().manual_seed(seed)
@@ -165,29 +147,17 @@ class Predict2Spec(ModelSpec):
 
 
 # --- Cosmos3 ---------------------------------------------------------------------------------
-class Cosmos3Spec(ModelSpec):
+class Cosmos3Spec(HarnessModel):
     family = "cosmos3"
     # 48-channel Wan2.2 latents (16x spatial, 4x temporal): 480x832 / 704x1280 at 93 frames
     LATENT = {"tiny": (3, 4, 6), "480p": (24, 30, 52), "720p": (24, 44, 80)}
     TIMESTEP, FPS, TEXT_LEN = 600.0, 24.0, 512
 
-    def __init__(self, name, res, layers=None, latent=None, text_len=None, guidance=5.0):
-        try:
-            from phyx.models import cosmos3 as c3
-            from phyx.models.cosmos3.guidance import BranchCaches, guided_step  # noqa: F401
-            _ = (c3.NANO, c3.Cosmos3Omni, c3.tiny_config)
-        except (ImportError, AttributeError) as e:
-            raise ModelUnavailable(f"phyx.models.cosmos3 lacks what the harness needs: {e}") from e
-        cfg = c3.tiny_config() if name == "cosmos3-tiny" else dataclasses.replace(c3.NANO)
-        full = cfg.num_hidden_layers
-        if layers:
-            cfg = dataclasses.replace(cfg, num_hidden_layers=min(layers, full))
-        tl = text_len or (7 if name == "cosmos3-tiny" else self.TEXT_LEN)
-        super().__init__(name, cfg, (cfg.latent_channel, *(latent or self.LATENT[res])), tl, full, guidance)
+    def _channels(self):
+        return self.cfg.latent_channel
 
-    layers = property(lambda s: s.cfg.num_hidden_layers)
-    heads = property(lambda s: s.cfg.num_attention_heads)
-    keep_fp32 = staticmethod(lambda name: name.startswith("time_embedder."))  # as diffusers keeps it
+    def _text_len(self, text_len):
+        return text_len or (7 if self.tiny else self.TEXT_LEN)
 
     @property
     def seq_len(self) -> int:
@@ -198,10 +168,6 @@ class Cosmos3Spec(ModelSpec):
     def shape(self) -> dict:
         return {**super().shape(), "uncond_text_len": max(1, self.text_len // 2),
                 "note": "vision tokens only (no sound / action); text K/V cached per branch after the first step"}
-
-    def _construct(self):
-        from phyx.models.cosmos3 import Cosmos3Omni
-        return Cosmos3Omni(self.cfg)       # TP layout from the current parallel state
 
     def build(self, dtype, device, seed, rng_device):
         from phyx.models.cosmos3.guidance import BranchCaches
@@ -234,13 +200,18 @@ class Cosmos3Spec(ModelSpec):
         return uncond + self.guidance * (cond - uncond)
 
 
-SPECS = {**{n: WanSpec for n in WanSpec.CONFIGS}, **{n: Predict2Spec for n in Predict2Spec.PRESETS},
-         "cosmos3-nano": Cosmos3Spec, "cosmos3-tiny": Cosmos3Spec}
+_BY_FAMILY = {"wan": WanSpec, "cosmos-predict2": Predict2Spec, "cosmos3": Cosmos3Spec}
+SPECS = {e.name: _BY_FAMILY[e.family] for e in registry.models(registry.MULTI_GPU)}
+NAMES = sorted([*SPECS, *(a for a, c in registry.aliases().items() if c in SPECS)])
 
 
-def make_spec(name: str, res: str, **kw) -> ModelSpec:
-    if name not in SPECS:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(SPECS)}")
+def make_spec(name: str, res: str, **kw) -> HarnessModel:
+    canon = registry.canonical(name) if name in NAMES else name
+    if canon not in SPECS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(SPECS)} (or an alias: {NAMES})")
     if res not in RESOLUTIONS:
         raise ValueError(f"unknown resolution {res!r}; choose from {RESOLUTIONS}")
-    return SPECS[name](name, res, **kw)
+    try:
+        return SPECS[canon](canon, res, **kw)
+    except ImportError as e:
+        raise ModelUnavailable(f"{canon}: its phyx package does not import: {e}") from e

@@ -52,7 +52,7 @@ class ModeSkipped(Exception):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, choices=sorted(mg_models.SPECS))
+    p.add_argument("--model", required=True, choices=mg_models.NAMES)
     p.add_argument("--res", default="480p", choices=mg_models.RESOLUTIONS)
     p.add_argument("--latent", default=None, help="override the latent grid: FxHxW (e.g. 3x6x10)")
     p.add_argument("--modes", default="tp,sp,cfg,hybrid",

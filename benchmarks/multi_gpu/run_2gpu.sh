@@ -68,11 +68,11 @@ MERGED="$OUT/multi_gpu_$(date -u +%F)_${GPU:-unknown}x${NGPU}.json"
 MODES=${MODES:-tp,sp,ring,cfg,hybrid}
 plan() {
   case $1 in
-    fp32)        echo "--model wan-1.3b --res 480p --layers 4 --dtype fp32 --modes $MODES" ;;
-    wan14b_480p) echo "--model wan-14b --res 480p --layers $LAYERS_14B --modes $MODES" ;;
-    wan14b_720p) echo "--model wan-14b --res 720p --layers $LAYERS_14B --modes $MODES" ;;
-    single)      echo "--model wan-14b --res 720p --layers $LAYERS_14B --modes $MODES" ;;
-    wan1.3b)     echo "--model wan-1.3b --res 480p --modes $MODES --fp32-floor" ;;
+    fp32)        echo "--model wan2.1-t2v-1.3b --res 480p --layers 4 --dtype fp32 --modes $MODES" ;;
+    wan14b_480p) echo "--model wan2.1-t2v-14b --res 480p --layers $LAYERS_14B --modes $MODES" ;;
+    wan14b_720p) echo "--model wan2.1-t2v-14b --res 720p --layers $LAYERS_14B --modes $MODES" ;;
+    single)      echo "--model wan2.1-t2v-14b --res 720p --layers $LAYERS_14B --modes $MODES" ;;
+    wan1.3b)     echo "--model wan2.1-t2v-1.3b --res 480p --modes $MODES --fp32-floor" ;;
     predict2)    echo "--model cosmos-predict2-2b --res 720p --layers $LAYERS_COSMOS --modes $MODES" ;;
     cosmos3)     echo "--model cosmos3-nano --res 720p --layers $LAYERS_COSMOS --modes $MODES" ;;
   esac
@@ -80,9 +80,9 @@ plan() {
 if [ $CPU = 1 ]; then
   plan() {
     case $1 in
-      fp32|wan14b_480p|wan14b_720p|single|wan1.3b) echo "--model wan-tiny --res tiny --modes $MODES" ;;
-      predict2) echo "--model cosmos-predict2-tiny --res tiny --modes $MODES" ;;
-      cosmos3)  echo "--model cosmos3-tiny --res tiny --modes $MODES" ;;
+      fp32|wan14b_480p|wan14b_720p|single|wan1.3b) echo "--model tiny-wan --res tiny --modes $MODES" ;;
+      predict2) echo "--model tiny-cosmos-predict2-v2w --res tiny --modes $MODES" ;;
+      cosmos3)  echo "--model tiny-cosmos3 --res tiny --modes $MODES" ;;
     esac
   }
 fi

@@ -2,12 +2,12 @@
 import torch
 
 import phyx
-from phyx.tools.bench.models import MODELS
+from phyx.tools.bench.models import model_case
 from phyx.tools.bench.timing import time_call
 
 phyx.set_backend("cuda")
 for name in ("wan2.1-1.3b-480p81f", "wan2.1-14b-480p81f"):
-    spec = MODELS[name](False, layers=None if "1.3b" in name else 8)
+    spec = model_case(name)[1](False, layers=None if "1.3b" in name else 8)
     m, call = spec["phyx"](torch.bfloat16)
     args = spec["inputs"](torch.bfloat16)
     m.eval()

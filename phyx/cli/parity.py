@@ -141,8 +141,8 @@ def _register_model_cmds(ps) -> None:
     pl = ps.add_parser("loss", help="loss parity: a short training run per backend, curves compared "
                                     "by windowed mean relative error (<= 1%%), step-0 gradients")
     pl.add_argument("--model", required=True,
-                    help="a model with a training loss: tiny-wan-t2v / -i2v / -ti2v, tiny-lingbot, "
-                         "tiny-cosmos-predict2-t2i / -v2w")
+                    help="a model with a training loss: tiny-wan / -i2v / -ti2v, tiny-lingbot, "
+                         "tiny-cosmos-predict2 / -v2w (or an alias)")
     pl.add_argument("--backends", default="cpu,npu-emulated", help="comma list; the first is the baseline")
     pl.add_argument("--steps", type=int, default=8)
     pl.add_argument("--window", type=int, default=4)

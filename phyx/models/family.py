@@ -63,7 +63,7 @@ class FamilyAdapter(Protocol):
     def with_layers(self, cfg, layers: int) -> Any: ...
     def num_heads(self, cfg) -> int: ...
     def construct(self, cfg) -> nn.Module: ...  # the module for the current parallel state
-    def build(self, cfg, seed: int = 0, *, dtype=torch.float32, device="cpu", rng_device="cpu") -> nn.Module: ...
+    def build(self, cfg, seed: int = 0, *, dtype=torch.float32, device="cpu", draw=None) -> nn.Module: ...
     def keep_fp32(self, param_name: str) -> bool: ...
     def prepare(self, model: nn.Module, device, dtype: torch.dtype) -> nn.Module: ...
     def detect(self, path: Path) -> bool: ...
@@ -143,11 +143,11 @@ class FamilyAdapterBase:
     def keep_fp32(self, param_name: str) -> bool:
         return False
 
-    def build(self, cfg, seed: int = 0, *, dtype=torch.float32, device="cpu", rng_device="cpu") -> nn.Module:
+    def build(self, cfg, seed: int = 0, *, dtype=torch.float32, device="cpu", draw=None) -> nn.Module:
         """The model for the current parallel state with seeded weights (phyx.models.common.init:
-        the same full weights whatever the layout), in eval mode."""
+        the same full weights whatever the layout; `draw` as there), in eval mode."""
         model = on_meta(lambda: self.construct(cfg))
-        init_seeded_(model, seed, dtype, device, rng_device=rng_device, keep_fp32=self.keep_fp32)
+        init_seeded_(model, seed, dtype, device, draw=draw, keep_fp32=self.keep_fp32)
         return model.eval()
 
     def prepare(self, model: nn.Module, device, dtype: torch.dtype) -> nn.Module:

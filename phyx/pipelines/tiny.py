@@ -19,10 +19,12 @@ from pathlib import Path
 
 import torch
 
+from phyx.models import registry as model_registry
+from phyx.pipelines import registry
 from phyx.pipelines import text as text_mod
 from phyx.pipelines import vae as vae_mod
 
-RECIPE_VERSION = 1  # bump when a recipe changes: old cache entries are then rebuilt under a new name
+RECIPE_VERSION = 2  # bump when a recipe changes: old cache entries are then rebuilt under a new name
 MARKER = "phyx_tiny.json"
 
 
@@ -30,34 +32,34 @@ def cache_root() -> Path:
     return Path(os.environ.get("PHYX_CACHE_DIR", Path.home() / ".cache" / "phyx")) / "tiny"
 
 
-def _wan_dit(directory: Path, config_name: str, seed: int, **replace) -> dict:
-    from phyx.models.wan import get_config, save_wan, seeded_model
+def _wan_dit(directory: Path, cfg, seed: int) -> dict:
+    from phyx.models.wan import save_wan, seeded_model
 
-    cfg = get_config(config_name)
-    if replace:
-        cfg = cfg.replace(**replace)
     # official layout: the only one that carries LingBot's camera layers
     save_wan(seeded_model(cfg, seed), directory, fmt="official")
     return {"latent_channels": cfg.out_dim, "text_dim": cfg.text_dim, "text_len": cfg.text_len}
 
 
-def _wan_recipe(config_name: str, vae: str, moe: bool = False, **replace):
+def _wan_recipe(name: str):
     def build(root: Path, seed: int) -> dict:
-        info = _wan_dit(root / "transformer", config_name, seed, **replace)
-        if moe:  # a second, differently seeded expert: the switch is visible in the output
-            _wan_dit(root / "transformer_2", config_name, seed + 1, **replace)
-        return {**info, "vae": vae, "text_encoder": "umt5"}
+        spec = registry.get_spec(name)
+        cfg = model_registry.resolve(name).build_config()
+        info = _wan_dit(root / "transformer", cfg, seed)
+        if spec.moe:  # a second, differently seeded expert: the switch is visible in the output
+            _wan_dit(root / "transformer_2", cfg, seed + 1)
+        return {**info, "vae": spec.vae, "text_encoder": "umt5"}
     return build
 
 
-def _predict2_recipe(variant: str):
+def _predict2_recipe(name: str):
     def build(root: Path, seed: int) -> dict:
-        from phyx.models.cosmos_predict2 import make_tiny_checkpoint, tiny_config
+        from phyx.models.cosmos_predict2 import make_tiny_checkpoint
 
+        cfg = model_registry.resolve(name).build_config()
+        variant = "video2world" if cfg.video2world else "text2image"
         make_tiny_checkpoint(root / "transformer", seed, variant=variant, layout="diffusers")
-        cfg = tiny_config(variant)
         return {"latent_channels": cfg.out_channels, "text_dim": cfg.text_embed_dim, "text_len": 16,
-                "vae": "wan2.1", "text_encoder": "t5"}
+                "vae": registry.get_spec(name).vae, "text_encoder": "t5"}
     return build
 
 
@@ -79,24 +81,23 @@ def _cosmos3_recipe(root: Path, seed: int) -> dict:
     return {"latent_channels": cfg.latent_channel, "vae": "wan2.2", "text_encoder": "tokens"}
 
 
-# i2v: in_dim = latent (4) + mask (4) + conditioning latent (4), as Wan's 16 + 4 + 16 = 36
-RECIPES = {
-    "wan-t2v": _wan_recipe("tiny-t2v", "wan2.1"),
-    "wan-i2v": _wan_recipe("tiny-i2v", "wan2.1", in_dim=12),
-    "wan-ti2v": _wan_recipe("tiny-ti2v", "wan2.2"),
-    "wan-a14b-t2v": _wan_recipe("tiny-t2v", "wan2.1", moe=True),
-    "wan-a14b-i2v": _wan_recipe("tiny-i2v", "wan2.1", moe=True, in_dim=12),
-    "lingbot": _wan_recipe("tiny-lingbot", "wan2.1", moe=True, in_dim=12),
-    "predict2-t2i": _predict2_recipe("text2image"),
-    "predict2-v2w": _predict2_recipe("video2world"),
-    "cosmos3": _cosmos3_recipe,
-}
+# One recipe per tiny model of the registry (keyed by its canonical name), by family. The Wan
+# i2v configs have in_dim = latent (4) + mask (4) + conditioning latent (4), as Wan's 16 + 4 + 16.
+_BY_FAMILY = {"wan": _wan_recipe, "cosmos-predict2": _predict2_recipe, "cosmos3": lambda name: _cosmos3_recipe}
+RECIPES = {name: _BY_FAMILY[spec.family](name) for name, spec in registry.SPECS.items() if spec.tiny}
+
+
+def _recipe_name(name: str) -> str:
+    canon = model_registry.canonical(name)
+    if canon not in RECIPES:
+        raise ValueError(f"{name!r} is not a tiny model; tiny models: {', '.join(RECIPES)}")
+    return canon
 
 
 def build(recipe: str, directory: str | Path, seed: int = 0) -> Path:
-    """Write the tiny checkpoint `recipe` into `directory` (not atomic; see ensure())."""
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown tiny recipe {recipe!r}; known: {sorted(RECIPES)}")
+    """Write the tiny checkpoint of model `recipe` (a tiny model's name or alias) into `directory`
+    (not atomic; see ensure())."""
+    recipe = _recipe_name(recipe)
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     info = RECIPES[recipe](root, seed)
@@ -113,6 +114,7 @@ def build(recipe: str, directory: str | Path, seed: int = 0) -> Path:
 
 def ensure(recipe: str, seed: int = 0) -> Path:
     """The cached tiny checkpoint for `recipe`, built on first use (atomically)."""
+    recipe = _recipe_name(recipe)
     final = cache_root() / f"{recipe}-s{seed}-v{RECIPE_VERSION}"
     if (final / MARKER).exists():
         return final

@@ -128,9 +128,9 @@ def test_sidecar_roundtrip(tmp_path):
 
 def test_tiny_checkpoint_built_once(tmp_path, monkeypatch):
     monkeypatch.setenv("PHYX_CACHE_DIR", str(tmp_path))
-    a = tiny.ensure("wan-t2v")
+    a = tiny.ensure("tiny-wan")
     stamp = (a / "vae" / "config.json").stat().st_mtime_ns
-    b = tiny.ensure("wan-t2v")
+    b = tiny.ensure("tiny-wan")
     assert a == b and (b / "vae" / "config.json").stat().st_mtime_ns == stamp
     assert {p.name for p in a.iterdir()} >= {"transformer", "vae", "text_encoder", "tokenizer", tiny.MARKER}
     assert [p.name for p in a.parent.iterdir()] == [a.name]  # no temporary directory left behind

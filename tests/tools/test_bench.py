@@ -89,7 +89,7 @@ def test_cosmos3_peer_call_computes_the_same_step():
     from phyx.testing import rel_l2
     from phyx.tools.bench.models import MODELS
 
-    spec = MODELS["cosmos3-nano-720p"](True)
+    spec = MODELS["cosmos3-nano"](True)
     with using_backend("cpu", "fast"):
         ref, ref_call = spec["diffusers"](torch.float32)
         ours, our_call = spec["phyx"](torch.float32)
@@ -131,11 +131,11 @@ def test_models_layers_and_breakdown_on_cpu():
     where one step's time went, per kernel category, with matmul among them."""
     from phyx.tools.bench.models import MODELS, run_models
 
-    spec = MODELS["wan2.1-1.3b-480p81f"](True, layers=1)
+    spec = MODELS["wan2.1-t2v-1.3b"](True, layers=1)
     m, _ = spec["phyx"](torch.float32)
     assert len(m.blocks) == 1
     with pytest.raises(ValueError, match="layers must be in 1..2"):
-        MODELS["wan2.1-1.3b-480p81f"](True, layers=3)
+        MODELS["wan2.1-t2v-1.3b"](True, layers=3)
     with pytest.raises(ValueError, match="unknown model"):
         run_models(models=["no-such-model"], quick=True, peak_tflops=1.0, log=lambda *_: None)
     with using_backend("cpu", "fast"):
@@ -170,7 +170,7 @@ def test_kernel_names_fall_in_their_category(name, category):
 def test_compile_blocks_finds_the_repeated_blocks():
     from phyx.tools.bench.models import MODELS, repeated_blocks
 
-    spec = MODELS["cosmos3-nano-720p"](True)
+    spec = MODELS["cosmos3-nano"](True)
     m, _ = spec["phyx"](torch.float32)
     assert repeated_blocks(m) == list(m.layers)
     with pytest.raises(ValueError, match="no nn.ModuleList"):

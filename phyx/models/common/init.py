@@ -20,7 +20,7 @@ from torch import nn
 
 from phyx.sharding import spec_of
 
-__all__ = ["init_seeded_", "param_seed", "full_shape", "has_tp_shards"]
+__all__ = ["init_seeded_", "cpu_draw", "param_seed", "full_shape", "has_tp_shards"]
 
 
 def param_seed(seed: int, name: str) -> int:
@@ -54,11 +54,20 @@ def full_shape(p: torch.Tensor) -> list[int]:
     return shape
 
 
+def cpu_draw(shape, seed: int) -> torch.Tensor:
+    """A standard normal fp32 tensor from a CPU generator seeded with `seed` (vendor-independent)."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+
+
 def init_seeded_(model: nn.Module, seed: int, dtype: torch.dtype = torch.float32, device="cpu", *,
-                 rng_device="cpu", keep_fp32=lambda name: False) -> nn.Module:
+                 draw=None, keep_fp32=lambda name: False) -> nn.Module:
     """Give every parameter of `model` (typically on the meta device) its seeded value on
     `device`: `dtype`, or fp32 where keep_fp32(name). TP shard marks (phyx_shard) are kept.
-    Buffers are left alone; a buffer still on the meta device is an error (it would stay empty)."""
+    Buffers are left alone; a buffer still on the meta device is an error (it would stay empty).
+
+    draw(shape, seed) -> fp32 standard normal: cpu_draw by default; tools that have checked the
+    device's generator is identical on every rank pass a device draw (a 14B model in seconds)."""
+    draw = draw or cpu_draw
     meta = [n for n, b in model.named_buffers() if b is not None and b.is_meta]
     if meta:
         raise ValueError("init_seeded_ draws parameters only; these buffers are on the meta device: "
@@ -68,10 +77,7 @@ def init_seeded_(model: nn.Module, seed: int, dtype: torch.dtype = torch.float32
             if p is None:
                 continue
             name = f"{mod_name}.{pname}" if mod_name else pname
-            # rng_device is the CPU unless a benchmark asks to draw on its own device for speed;
-            # parity and tests never do, so their weights match on every vendor
-            g = torch.Generator(device=rng_device).manual_seed(param_seed(seed, name))  # port-ok
-            r = torch.randn(full_shape(p), generator=g, device=rng_device, dtype=torch.float32)  # port-ok
+            r = draw(full_shape(p), param_seed(seed, name))
             full = _value(name, mod, r)
             spec = spec_of(p)
             local = full.to(device=device, dtype=torch.float32 if keep_fp32(name) else dtype)

@@ -8,13 +8,3 @@ from phyx.models.cosmos3.tiny import make_tiny_checkpoint, tiny_config
 __all__ = ["Cosmos3Config", "NANO", "Cosmos3Omni", "TextCache", "load", "detect", "SequenceLayout",
            "position_ids", "make_tiny_checkpoint", "tiny_config"]
 
-
-def _register() -> None:
-    from pathlib import Path
-
-    from phyx.models import register_family
-
-    register_family("cosmos3", lambda p: detect(Path(p)) is not None, load)
-
-
-_register()

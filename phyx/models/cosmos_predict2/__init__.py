@@ -15,14 +15,3 @@ from phyx.models.cosmos_predict2.tiny import make_tiny_checkpoint, tiny_config
 __all__ = ["Predict2Config", "PRESETS", "Predict2DiT", "load", "denoise", "guided_x0", "rf_scaling",
            "training_loss", "sample_training_sigma", "loss_weight", "make_tiny_checkpoint", "tiny_config"]
 
-
-def _register() -> None:
-    from pathlib import Path
-
-    from phyx.models import register_family
-    from phyx.models.cosmos_predict2.formats import detect
-
-    register_family("cosmos-predict2", lambda p: detect(Path(p)) is not None, load)
-
-
-_register()

@@ -10,18 +10,19 @@ the values. Numerical agreement of the two implementations is the parity suite's
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import os
 
 import torch
 
 import phyx
+from phyx.models import registry
 from phyx.tools.bench.timing import time_call
 
-# name: latent [C, F, H, W], text tokens, what
+# real-size latents [C, F, H, W]
 WAN_LATENT_480P_81F = (16, 21, 60, 104)      # 480x832, 81 frames -> 21 x 60 x 104 latent
 PREDICT2_LATENT_720P_93F = (16, 24, 88, 160)  # 704x1280, 93 frames -> 24 x 88 x 160 latent
+BENCH_SEED = 0
 
 
 def _dev():
@@ -30,44 +31,54 @@ def _dev():
     return torch_device()
 
 
-@contextlib.contextmanager
-def _default_dtype(dtype):
-    """Build modules directly in bf16 on the device: a 14B model never exists in fp32."""
-    prev = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
+def patch_diffusers_cosmos_torchvision() -> None:
+    from phyx.models.cosmos_predict2.compat import patch_diffusers_cosmos_torchvision as patch
+
+    patch()
+
+
+# ------------------------------------------------------------------ model cases
+def _case_config(entry, quick: bool, layers):
+    """The entry's config (quick: the family's first tiny config), capped to `layers` blocks."""
+    ad = entry.adapter
+    cfg = next(iter(ad.tiny_configs.values())) if quick else entry.build_config()
+    return ad, ad.with_layers(cfg, layers)
+
+
+def _build_pair(ad, cfg):
+    """phyx's model and diffusers' of the same config, both seeded (phyx.models.common.init) and
+    built directly in the run dtype on the device: a 14B model never exists in fp32."""
+    from phyx.models.common.init import init_seeded_
+
+    def build_phyx(dtype):
+        return ad.build(cfg, BENCH_SEED, dtype=dtype, device=_dev(), draw=_draw())
+
+    def build_diffusers(dtype):
+        # on the device (diffusers' rotary buffers are computed at construction), then seeded
+        m = ad.diffusers_peer(cfg).build(dtype, _dev())
+        return init_seeded_(m, BENCH_SEED, dtype, _dev(), draw=_draw())
+    return build_phyx, build_diffusers
+
+
+def _draw():
+    """Draw weights on the device where it has a seeded generator (fast), else on the CPU (None).
+    One process: the values need not match another rank's, only be random."""
+    dev = _dev()
+    if dev.type == "cpu":
+        return None
     try:
-        with torch.device(_dev()):
-            yield
-    finally:
-        torch.set_default_dtype(prev)
+        torch.Generator(device=dev)
+    except Exception:  # noqa: BLE001 - no device generator: the CPU draws
+        return None
+
+    def draw(shape, seed):
+        return torch.randn(shape, generator=torch.Generator(device=dev).manual_seed(seed), device=dev,
+                           dtype=torch.float32)
+    return draw
 
 
-def _randomise(model, std=0.02):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1 and ("norm" in name or name.endswith("weight")):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, std)
-    return model
-
-
-# ------------------------------------------------------------------ model specs
-def _with_layers(cfg, field, layers):
-    """The same config with its first `layers` blocks only (profiling and short GPU leases)."""
-    if layers is None:
-        return cfg
-    full = getattr(cfg, field)
-    if not 1 <= layers <= full:
-        raise ValueError(f"layers must be in 1..{full} for this model, got {layers}")
-    return dataclasses.replace(cfg, **{field: layers})
-
-
-def _wan(config_name, quick, layers=None):
-    from phyx.models.wan import get_config
-    from phyx.models.wan.loading import build_empty, config_to_diffusers
-
-    cfg = _with_layers(get_config("tiny-t2v" if quick else config_name), "num_layers", layers)
+def _wan(entry, quick, layers=None):
+    ad, cfg = _case_config(entry, quick, layers)
     lat = (cfg.in_dim, 3, 8, 8) if quick else WAN_LATENT_480P_81F
     text = (cfg.text_len, cfg.text_dim)
 
@@ -76,45 +87,16 @@ def _wan(config_name, quick, layers=None):
         return (torch.randn(1, *lat, device=dev, dtype=dtype), torch.tensor([500.0], device=dev),
                 torch.randn(1, *text, device=dev, dtype=dtype))
 
-    def build_phyx(dtype):
-        m = _randomise(build_empty(cfg, dtype=dtype, device=_dev()))
-        return m, lambda m, x, t, c: m(x, t, c)
-
-    def build_diffusers(dtype):
-        from diffusers import WanTransformer3DModel
-
-        with _default_dtype(dtype):
-            m = _randomise(WanTransformer3DModel(**config_to_diffusers(cfg)))
-        return m, lambda m, x, t, c: m(hidden_states=x, timestep=t, encoder_hidden_states=c,
-                                       return_dict=False)[0]
-
+    build_phyx, build_peer = _build_pair(ad, cfg)
     tokens = lat[1] * (lat[2] // 2) * (lat[3] // 2)
-    return dict(inputs=inputs, phyx=build_phyx, diffusers=build_diffusers,
-                shape={"latent": list(lat), "text": list(text), "tokens": tokens})
+    return dict(inputs=inputs, shape={"latent": list(lat), "text": list(text), "tokens": tokens},
+                phyx=lambda dtype: (build_phyx(dtype), lambda m, x, t, c: m(x, t, c)),
+                diffusers=lambda dtype: (build_peer(dtype), lambda m, x, t, c: m(
+                    hidden_states=x, timestep=t, encoder_hidden_states=c, return_dict=False)[0]))
 
 
-def patch_diffusers_cosmos_torchvision() -> None:
-    """diffusers' Cosmos transformer resizes its padding mask with torchvision, imported only when
-    torchvision is installed (the CPU dev machine has none). Its call is a nearest-neighbour
-    resize, which F.interpolate computes the same way; supplied only where torchvision is absent."""
-    import types
-
-    import diffusers.models.transformers.transformer_cosmos as tc
-
-    if hasattr(tc, "transforms"):
-        return
-
-    def resize(img, size, interpolation=None):
-        return torch.nn.functional.interpolate(img, size=list(size), mode="nearest")
-
-    tc.transforms = types.SimpleNamespace(functional=types.SimpleNamespace(resize=resize),
-                                          InterpolationMode=types.SimpleNamespace(NEAREST="nearest"))
-
-
-def _predict2(preset, quick, layers=None):
-    from phyx.models.cosmos_predict2 import PRESETS, Predict2DiT, tiny_config
-
-    cfg = _with_layers(tiny_config("text2image") if quick else PRESETS[preset], "num_layers", layers)
+def _predict2(entry, quick, layers=None):
+    ad, cfg = _case_config(entry, quick, layers)
     lat = (cfg.in_channels, 3, 8, 8) if quick else PREDICT2_LATENT_720P_93F
     text = (8 if quick else 512, cfg.text_embed_dim)
 
@@ -123,28 +105,15 @@ def _predict2(preset, quick, layers=None):
         return (torch.randn(1, *lat, device=dev, dtype=dtype), torch.tensor([0.5], device=dev),
                 torch.randn(1, *text, device=dev, dtype=dtype))
 
-    def build_phyx(dtype):
-        with _default_dtype(dtype):
-            m = _randomise(Predict2DiT(cfg))
-        return m, lambda m, x, t, c: m(x, t, c, fps=24.0)
-
-    def build_diffusers(dtype):
-        from diffusers import CosmosTransformer3DModel
-
-        patch_diffusers_cosmos_torchvision()
-        d = cfg.to_diffusers_dict()
-        d.pop("_class_name", None)
-        with _default_dtype(dtype):
-            m = _randomise(CosmosTransformer3DModel(**d))
-        # diffusers' pipeline passes a pixel-sized zero padding mask (8x the latent)
-        return m, lambda m, x, t, c: m(hidden_states=x, timestep=t, encoder_hidden_states=c, fps=24,
-                                       padding_mask=x.new_zeros(1, 1, x.shape[-2] * 8, x.shape[-1] * 8),
-                                       return_dict=False)[0]
-
+    build_phyx, build_peer = _build_pair(ad, cfg)
     tokens = lat[1] * (lat[2] // 2) * (lat[3] // 2)
-    return dict(inputs=inputs, phyx=build_phyx, diffusers=build_diffusers,
-                shape={"latent": list(lat), "text": list(text), "tokens": tokens},
-                note="Video2World adds a condition channel inside the model" if "Video" in preset else "")
+    # diffusers' pipeline passes a pixel-sized zero padding mask (8x the latent)
+    return dict(inputs=inputs, shape={"latent": list(lat), "text": list(text), "tokens": tokens},
+                phyx=lambda dtype: (build_phyx(dtype), lambda m, x, t, c: m(x, t, c, fps=24.0)),
+                diffusers=lambda dtype: (build_peer(dtype), lambda m, x, t, c: m(
+                    hidden_states=x, timestep=t, encoder_hidden_states=c, fps=24,
+                    padding_mask=x.new_zeros(1, 1, x.shape[-2] * 8, x.shape[-1] * 8), return_dict=False)[0]),
+                note="Video2World adds a condition channel inside the model" if cfg.video2world else "")
 
 
 def _cosmos3_diffusers_kwargs(cfg, ids, vis, t, fps=24.0) -> dict:
@@ -167,10 +136,8 @@ def _cosmos3_diffusers_kwargs(cfg, ids, vis, t, fps=24.0) -> dict:
                 vision_noisy_frame_indexes=[torch.arange(T, device=dev)], return_dict=False)
 
 
-def _cosmos3(quick, layers=None):
-    from phyx.models.cosmos3 import NANO, Cosmos3Omni, tiny_config
-
-    cfg = _with_layers(tiny_config() if quick else NANO, "num_hidden_layers", layers)
+def _cosmos3(entry, quick, layers=None):
+    ad, cfg = _case_config(entry, quick, layers)
     C = cfg.latent_channel
     lat = (C, 3, 8, 8) if quick else (C, 24, 44, 80)  # 720p 93 frames through Wan2.2's VAE
     n_text = 16 if quick else 512
@@ -181,33 +148,33 @@ def _cosmos3(quick, layers=None):
                 torch.randn(*lat, device=dev, dtype=dtype),
                 torch.tensor(0.5, device=dev))
 
-    def build_phyx(dtype):
-        with _default_dtype(dtype):
-            m = _randomise(Cosmos3Omni(cfg))
-        return m, lambda m, ids, vis, t: m(ids, vis, t)["vision"]
-
-    def build_diffusers(dtype):
-        from diffusers.models.transformers.transformer_cosmos3 import Cosmos3OmniTransformer
-
-        d = cfg.to_diffusers_dict()
-        d.pop("_class_name", None)
-        with _default_dtype(dtype):
-            m = _randomise(Cosmos3OmniTransformer(**d))
-        # the packed layout is rebuilt every step, as phyx's forward rebuilds its position ids
-        return m, lambda m, ids, vis, t: m(**_cosmos3_diffusers_kwargs(cfg, ids, vis, t))[0][0]
-
+    build_phyx, build_peer = _build_pair(ad, cfg)
     p = cfg.latent_patch_size
     tokens = lat[1] * (lat[2] // p) * (lat[3] // p)
-    return dict(inputs=inputs, phyx=build_phyx, diffusers=build_diffusers,
-                shape={"latent": list(lat), "text_tokens": n_text, "tokens": tokens + n_text})
+    # the packed layout is rebuilt every step, as phyx's forward rebuilds its position ids
+    return dict(inputs=inputs, shape={"latent": list(lat), "text_tokens": n_text, "tokens": tokens + n_text},
+                phyx=lambda dtype: (build_phyx(dtype), lambda m, ids, vis, t: m(ids, vis, t)["vision"]),
+                diffusers=lambda dtype: (build_peer(dtype), lambda m, ids, vis, t: m(
+                    **_cosmos3_diffusers_kwargs(cfg, ids, vis, t))[0][0]))
 
 
-MODELS = {
-    "wan2.1-1.3b-480p81f": lambda q, layers=None: _wan("wan2.1-t2v-1.3b", q, layers),
-    "wan2.1-14b-480p81f": lambda q, layers=None: _wan("wan2.1-t2v-14b", q, layers),
-    "cosmos-predict2-2b-720p93f": lambda q, layers=None: _predict2("2B-Text2Image", q, layers),
-    "cosmos3-nano-720p": _cosmos3,
-}
+_CASES = {"wan": _wan, "cosmos-predict2": _predict2, "cosmos3": _cosmos3}
+
+
+def _case(entry):
+    return lambda quick, layers=None: _CASES[entry.family](entry, quick, layers)
+
+
+# every model the registry lists for the 'bench' tool, by canonical name (aliases: model_case)
+MODELS = {e.name: _case(e) for e in registry.models(registry.BENCH)}
+
+
+def model_case(name: str):
+    """MODELS[name] for a canonical name or an alias; the error lists the known names."""
+    canon = registry.canonical(name)
+    if canon not in MODELS:
+        raise ValueError(f"{name!r} is not a benchmarked model; known: {', '.join(MODELS)}")
+    return canon, MODELS[canon]
 
 
 # ------------------------------------------------------------------ measuring one implementation
@@ -442,12 +409,18 @@ def run_models(models=None, modes=("forward", "train"), quick=False, peer=True, 
     # the diffusers peer's attention backend: its default (torch SDPA) or FlashAttention-4
     out["peer_attention"] = peer_attention
     peer_backend = _diffusers_backend(peer_attention) if peer and peer_attention != "native" else None
-    unknown = [n for n in (models or []) if n not in MODELS]
+    from phyx.errors import UnknownModelError
+
+    unknown = [n for n in (models or []) if n not in MODELS and n not in registry.aliases()]
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
     for name in (models or list(MODELS)):
         try:
-            spec = MODELS[name](quick, layers=layers)
+            name, case = model_case(name)
+        except UnknownModelError as e:
+            raise ValueError(str(e)) from None
+        try:
+            spec = case(quick, layers=layers)
         except ValueError:
             raise  # a bad --layers is the caller's error, not a model that is missing
         except Exception as e:  # noqa: BLE001 - a model not written yet is recorded, not fatal

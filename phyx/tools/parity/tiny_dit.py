@@ -212,29 +212,13 @@ class TinyDiT(nn.Module):
 
 
 def build(cfg: TinyDiTConfig | dict | None = None, seed: int = 0, state=None) -> TinyDiT:
-    """Deterministic weights from `seed`, drawn on the CPU in fp32 for the full (tp=1) model and
-    then loaded into the (possibly TP-sharded) model, so every layout holds the same weights."""
-    from phyx.parallel import load_full_state_dict
+    """Deterministic weights from `seed` (phyx.models.common.init: one generator per parameter,
+    the full tensor drawn and this rank's TP slice kept), so every layout holds the same weights."""
+    from phyx.models.common.init import init_seeded_
+    from phyx.models.common.meta import on_meta
 
     cfg = TinyDiTConfig.from_dict(cfg) if isinstance(cfg, dict) else (cfg or TinyDiTConfig())
-    g_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        full = TinyDiT(cfg, _single_device_state()).state_dict()
-    finally:
-        torch.random.set_rng_state(g_state)
-    model = TinyDiT(cfg, state)
-    if model.state.tp_size == 1:
-        model.load_state_dict(full)
-    else:
-        load_full_state_dict(model, full)
-    return model
-
-
-def _single_device_state():
-    from phyx.parallel import ParallelConfig, ParallelState
-
-    return ParallelState(ParallelConfig())
+    return init_seeded_(on_meta(lambda: TinyDiT(cfg, state)), seed)
 
 
 def make_inputs(cfg: TinyDiTConfig | dict | None = None, seed: int = 0) -> dict:
