@@ -243,12 +243,21 @@ def max_param_bytes() -> int:
     return min(1 << 40, ram) if ram > 0 else 1 << 40
 
 
-def check_param_memory(params: int, what: str, error=InputError, bytes_per_param: int = 2) -> None:
+def absurd_param_bytes() -> int:
+    """Cap on what a config may describe at all (PHYX_MAX_MODEL_BYTES, default 1 TiB): parsing a
+    config is not building it, so a 14B config parses on a small host (plans, TP shards, meta
+    builds); the host-memory cap applies where weights are materialised."""
+    v = os.environ.get("PHYX_MAX_MODEL_BYTES")
+    return max_param_bytes() if v else 1 << 40
+
+
+def check_param_memory(params: int, what: str, error=InputError, bytes_per_param: int = 2,
+                       cap: int | None = None) -> None:
     """Refuse a config whose parameters alone (at `bytes_per_param`, default 2: bf16, the
-    smallest dtype phyx builds in) would not fit under max_param_bytes()."""
-    cap = max_param_bytes()
+    smallest dtype phyx builds in) would not fit under `cap` (default max_param_bytes())."""
+    cap = max_param_bytes() if cap is None else cap
     need = int(params) * bytes_per_param
     if need > cap:
         raise error(f"{what} describes ~{params:.3g} parameters ({need / 1024**3:.3g} GiB at "
-                    f"{bytes_per_param} bytes each), over the {cap / 1024**3:.3g} GiB cap (this "
-                    f"host's memory; PHYX_MAX_MODEL_BYTES overrides): check its sizes")
+                    f"{bytes_per_param} bytes each), over the {cap / 1024**3:.3g} GiB cap "
+                    f"(PHYX_MAX_MODEL_BYTES overrides): check its sizes")

@@ -75,7 +75,7 @@ class FamilyConfig:
         except (TypeError, ValueError, ZeroDivisionError, IndexError) as e:
             raise ConfigError(f"bad {what}: {type(e).__name__}: {e}") from None
         if hasattr(cfg, "approx_params"):
-            U.check_param_memory(cfg.approx_params(), what, ConfigError)
+            U.check_param_memory(cfg.approx_params(), what, ConfigError, cap=U.absurd_param_bytes())
         return cfg
 
     @classmethod
