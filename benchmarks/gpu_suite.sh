@@ -32,9 +32,9 @@ export PYTHONPATH=$PWD:$PWD/backends${PYTHONPATH:+:$PYTHONPATH}
 # BACKEND: cuda by default; benchmarks/npu_suite.sh runs these same steps with BACKEND=npu
 if [ "$MODE" = cpu ]; then BACKEND=${BACKEND:-cpu}; QUICK=--quick; else BACKEND=${BACKEND:-cuda}; QUICK=; fi
 case $BACKEND in
-  cuda) BACKEND_TESTS="tests/test_cuda_backend.py tests/test_triton_kernels.py" ;;
-  npu|npu-emulated) BACKEND_TESTS="tests/test_npu_backend.py tests/test_npu_emulator.py" ;;
-  *) BACKEND_TESTS="tests/test_cuda_backend.py tests/test_triton_kernels.py" ;;
+  cuda) BACKEND_TESTS="tests/backend/test_cuda_backend.py tests/backend/test_triton_kernels.py" ;;
+  npu|npu-emulated) BACKEND_TESTS="tests/backend/test_npu_backend.py tests/backend/test_npu_emulator.py" ;;
+  *) BACKEND_TESTS="tests/backend/test_cuda_backend.py tests/backend/test_triton_kernels.py" ;;
 esac
 # PROFILE=DIR: the vendor profiler (torch_npu's on an NPU) around the ops run and one extra step
 # of every model row, traces under DIR
@@ -64,7 +64,7 @@ for step in $STEPS; do
     tests)
       timeout ${TESTS_TIMEOUT:-240} $PY -m pytest -q -p no:cacheprovider $BACKEND_TESTS -rs --tb=short 2>&1 | tee "$OUT/tests.log" | tail -50 ;;
     parity)
-      timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_ops_parity.py --backend "$BACKEND" --tb=line 2>&1 | tee "$OUT/parity.log" | tail -30 ;;
+      timeout 150 $PY -m pytest -q -p no:cacheprovider tests/ops/test_ops_parity.py --backend "$BACKEND" --tb=line 2>&1 | tee "$OUT/parity.log" | tail -30 ;;
     ops)
       timeout ${OPS_TIMEOUT:-330} $PY -m phyx.cli bench ops --backend "$BACKEND" $QUICK ${OPS_SECTIONS:+--sections $OPS_SECTIONS} $PROFILE_OPS \
         --out "$OUT/${OPS_NAME:-ops}.json" 2>&1 | tee "$OUT/${OPS_NAME:-ops}.log" ;;

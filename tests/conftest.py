@@ -18,7 +18,7 @@ import torch
 
 # Without a GPU, Triton kernels can only run through Triton's interpreter (numpy on the CPU),
 # and that must be chosen before triton is first imported: its own library functions are
-# decorated at import time. tests/test_triton_kernels.py relies on it.
+# decorated at import time. tests/backend/test_triton_kernels.py relies on it.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -44,7 +44,7 @@ def _selected_backends(config) -> list[str]:
     cached = getattr(config, "_phyx_backends", None)
     if cached is not None:
         return cached
-    from phyx.parity.backends import resolve_backends
+    from phyx.tools.parity.backends import resolve_backends
 
     opt = config.getoption("--backend")
     requested = [b.strip() for b in opt.split(",") if b.strip()] if opt else None
@@ -77,7 +77,7 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture
 def phyx_backend(backend_name):
     """The backend object for `backend_name`, active (policy 'fast') for the test's duration."""
-    from phyx.parity.backends import using_backend
+    from phyx.tools.parity.backends import using_backend
 
     with using_backend(backend_name, "fast") as b:
         yield b

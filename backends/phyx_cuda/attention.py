@@ -23,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from phyx.backend.base import Kernel, OpSupport
 from phyx.errors import BackendUnavailableError, UnsupportedArgumentError
-from phyx.ops._dispatch import ATTENTION_FEATURES
+from phyx.kernels.spec import ATTENTION_FEATURES
 
 HALF = frozenset({torch.float16, torch.bfloat16})
 FLOATS = frozenset({torch.float32, torch.float16, torch.bfloat16})
@@ -278,7 +278,7 @@ def flash_attn_kernels():
 
 # --------------------------------------------------------------------------- flash-attn 4 (CuTe DSL)
 # GPU architectures (major, minor) on which FlashAttention-4 was measured faster than torch SDPA
-# (cuDNN, torch's choice there) at every self-attention shape of phyx.bench, forward and fwd+bwd,
+# (cuDNN, torch's choice there) at every self-attention shape of phyx.tools.bench, forward and fwd+bwd,
 # with errors against the float64 reference no larger than SDPA's. Only there does policy 'fast'
 # prefer it. H200 (sm90), 2026-11-26: forward 1.07-1.24x, forward+backward 1.11-1.17x
 # (benchmarks/results/2026-11-26-h200-fa4-probe.log); the H100 (also sm90) model steps with it are

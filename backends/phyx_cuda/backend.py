@@ -37,7 +37,7 @@ class CudaBackend(Backend):
             self._kernels = ck.extra_kernels()
         return self._kernels
 
-    # --- benchmark hooks (phyx.bench) -------------------------------------------------
+    # --- benchmark hooks (phyx.tools.bench) -------------------------------------------------
     def bench_direct_attention(self, q, k, v, causal):
         """Vendor attention kernels called without phyx: the baseline phyx must match."""
         from phyx_cuda.attention import direct_calls

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from phyx.backend.base import Backend, DeviceModule, Kernel, OpSupport, TorchDeviceModule
-from phyx.ops._dispatch import ATTENTION_FEATURES
+from phyx.kernels.spec import ATTENTION_FEATURES
 from phyx_npu.capabilities import capabilities_for
 from phyx_npu.translate import NpuKernels
 

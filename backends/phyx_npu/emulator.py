@@ -30,7 +30,7 @@ _NPU_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 _MASK_FILL = torch.finfo(torch.float32).min
 
 # Prototypes copied from torch_npu 2.14.0 _op_plugin_docs.py (npu_gelu from the meta registrations,
-# which is where its signature is published). tests/test_npu_emulator.py compares them with the
+# which is where its signature is published). tests/backend/test_npu_emulator.py compares them with the
 # emulator's signatures.
 DOC_SIGNATURES = {
     "npu_fusion_attention": (

@@ -118,7 +118,7 @@ class NpuKernels:
     def attention(self, q, k, v, attn_mask, kv_lens, q_lens, is_causal, scale, return_lse):
         refuse_unsupported_dtypes("attention", q, k, v, attn_mask)
         B, Sq, Nq, D = q.shape
-        Skv, Nkv = k.shape[1], k.shape[2]
+        Skv, Nkv = k.shape[1], k.shape[2]  # noqa: F841
         sc = scale_value(scale, D)
         dev = q.device
         # One bool keep-mask (True = attend) and one additive part, both [b?, n?, Sq, Skv].

@@ -18,7 +18,6 @@ import dataclasses
 import math
 
 import torch
-
 from mg_init import init_seeded_
 
 RESOLUTIONS = ("tiny", "480p", "720p")

@@ -28,17 +28,16 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import mg_comm_count  # noqa: E402
+import mg_init  # noqa: E402
+import mg_layouts  # noqa: E402
+import mg_models  # noqa: E402
 import torch  # noqa: E402
 
 import phyx  # noqa: E402
 from phyx import comm  # noqa: E402
 from phyx import device as pdev  # noqa: E402
 from phyx.errors import LayoutError, ParallelConfigError  # noqa: E402
-
-import mg_comm_count  # noqa: E402
-import mg_init  # noqa: E402
-import mg_layouts  # noqa: E402
-import mg_models  # noqa: E402
 
 SCHEMA = "phyx.multi_gpu_parity/1"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -72,7 +71,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--tol-scale", type=float, default=1.0,
-                   help="loosen the dtype's parity threshold (phyx.parity.metrics) by this factor")
+                   help="loosen the dtype's parity threshold (phyx.tools.parity.metrics) by this factor")
     p.add_argument("--fp32-floor", action="store_true",
                    help="also run the single-device model in fp32 once and report how far the "
                         "low-precision reference is from it (the dtype's own error, for scale)")
@@ -138,7 +137,7 @@ def step_summary(times_per_rank: list[list[float]]) -> dict:
 
 
 def parity(out, ref, dtype, tol_scale, device) -> dict:
-    from phyx.parity.metrics import compare, threshold_for, verdict
+    from phyx.tools.parity.metrics import compare, threshold_for, verdict
 
     m = compare(out, ref)
     thr = threshold_for(dtype, tol_scale)
@@ -189,7 +188,7 @@ def print_estimate(args) -> int:
 def fp32_floor(spec, refs, ref_info, args, device, rng_device, inputs) -> None:
     """The low-precision reference against the same model in fp32 (TF32 as set): the error the
     dtype itself makes, the scale against which a parallel layout's error is read."""
-    from phyx.parity.metrics import compare
+    from phyx.tools.parity.metrics import compare
 
     model = spec.build(torch.float32, device, args.seed, rng_device)
     with torch.no_grad():
@@ -202,7 +201,7 @@ def fp32_floor(spec, refs, ref_info, args, device, rng_device, inputs) -> None:
 
 # --- the run -----------------------------------------------------------------------------------
 def machine(world: int, device) -> dict:
-    from phyx.bench.env import machine_meta
+    from phyx.tools.bench.env import machine_meta
 
     meta = machine_meta()
     names = phyx.get_backend().describe_devices()
@@ -215,7 +214,7 @@ def machine(world: int, device) -> dict:
 
 def write(result: dict, path: str | None) -> None:
     if path and comm.rank() == 0:
-        from phyx.bench.env import write_json
+        from phyx.tools.bench.env import write_json
 
         write_json(result, path)
 
@@ -299,7 +298,7 @@ def _measure_all(args, result, spec, modes, world, device, dtype, t_start) -> di
             model = spec.build(dtype, device, args.seed, rng_device)
             result["model"]["params"] = sum(p.numel() for p in model.parameters())
         with torch.no_grad():
-            out, times = timed_steps(lambda: spec.step(model, inputs, b), args.warmup, args.iters)
+            out, times = timed_steps(lambda: spec.step(model, inputs, b), args.warmup, args.iters)  # noqa: F821
         pdev.synchronize()
         refs[b] = out.float()
         digests = mg_init.digests_across_ranks(refs[b], device)
@@ -309,7 +308,7 @@ def _measure_all(args, result, spec, modes, world, device, dtype, t_start) -> di
     if need_cond and need_guided:
         # Noise floor of the guided reference: the same math as two batch-1 forwards combined
         # (what cfg-parallel ranks compute) against the batched forward.
-        from phyx.parity.metrics import compare
+        from phyx.tools.parity.metrics import compare
         with torch.no_grad():
             unc = spec.step(model, inputs, "uncond").float()
         m = compare(spec.combine(refs["cond"], unc), refs["guided"])
@@ -345,7 +344,7 @@ def _measure_all(args, result, spec, modes, world, device, dtype, t_start) -> di
                                   f"replicated, not split)")
             local_params = sum(p.numel() for p in model.parameters())
             with torch.no_grad(), mg_comm_count.count_collectives() as counts:
-                out, times = timed_steps(lambda: spec.step(model, inputs, row["step"]), args.warmup, args.iters)
+                out, times = timed_steps(lambda: spec.step(model, inputs, row["step"]), args.warmup, args.iters)  # noqa: F821
             pdev.synchronize()
             row["collectives_per_step"] = mg_comm_count.per_step(counts, args.warmup + args.iters)
             row["params_rank0"] = local_params

@@ -73,12 +73,12 @@ def main():
             if gqa and kname == "sdpa.flash":
                 continue
             try:
-                ms = timed(lambda: fn(q, k, v))
+                ms = timed(lambda: fn(q, k, v))  # noqa: F821
                 qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
 
                 def fb():
                     o = fn(qg, kg, vg)
-                    o.backward(do)
+                    o.backward(do)  # noqa: F821
                 msb = timed(fb, iters=3)
                 qg.grad = kg.grad = vg.grad = None
                 fn(qg, kg, vg).backward(do)

@@ -1,12 +1,12 @@
-"""phyx.patches: opt-in, scoped shims that let CUDA-only third-party code run on any phyx backend.
+"""phyx_patches: opt-in, scoped shims that let CUDA-only third-party code run on any phyx backend.
 
-    import phyx.patches
-    with phyx.patches.scope():              # or scope(["flash_attn", "torch_cuda"])
+    import phyx_patches
+    with phyx_patches.scope():              # or scope(["flash_attn", "torch_cuda"])
         import upstream_model               # imports flash_attn, calls torch.cuda, .cuda()
         out = upstream_model.run()
     # here sys.modules and every patched attribute are exactly as before
 
-    phyx.patches.enable(["apex"]); ...; phyx.patches.disable()
+    phyx_patches.enable(["apex"]); ...; phyx_patches.disable()
 
 Nothing is patched on import. Shims: flash_attn (FA2 flash_attn / flash_attn.flash_attn_interface
 and FA3 flash_attn_interface -> phyx.ops.attention), apex (apex.normalization FusedRMSNorm /
@@ -50,7 +50,7 @@ def _install(name: str, layer) -> bool:
         from phyx_patches import torch_cuda_shim
 
         if not torch_cuda_shim.install(layer):
-            warnings.warn("phyx.patches: torch_cuda shim not installed: the active backend is "
+            warnings.warn("phyx_patches: torch_cuda shim not installed: the active backend is "
                           "cuda, so torch.cuda already is the right device API", stacklevel=3)
             return False
     return True
@@ -61,7 +61,7 @@ def enable(names=None) -> _state.Layer:
     names = list(SHIMS if names is None else ([names] if isinstance(names, str) else names))
     unknown = [n for n in names if n not in SHIMS]
     if unknown:
-        raise ValueError(f"unknown phyx.patches shim(s) {unknown}; available: {list(SHIMS)}")
+        raise ValueError(f"unknown phyx_patches shim(s) {unknown}; available: {list(SHIMS)}")
     import phyx
 
     # choose the backend before torch.cuda is patched: autodetect must see the truth

@@ -6,48 +6,11 @@ process-group backend name, the kernels it registers per op, and a version repor
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 
-from phyx.errors import UnsupportedArgumentError
-
-POLICIES = ("reference", "fast")
-
-
-@dataclass(frozen=True)
-class OpSupport:
-    """What a kernel can do. `features` names optional arguments it honours."""
-
-    dtypes: frozenset = frozenset({torch.float32, torch.float16, torch.bfloat16})
-    features: frozenset = frozenset()
-    backward: bool = True
-
-    def require(self, kernel: str, feature: str) -> None:
-        if feature not in self.features:
-            raise UnsupportedArgumentError(
-                f"kernel {kernel!r} does not support {feature!r} (it supports: "
-                f"{sorted(self.features) or 'no optional features'}); use policy 'reference' "
-                f"or pick another kernel with phyx.ops.use_kernel()"
-            )
-
-    def require_dtype(self, kernel: str, dtype: torch.dtype) -> None:
-        if dtype not in self.dtypes:
-            raise UnsupportedArgumentError(
-                f"kernel {kernel!r} does not support dtype {dtype} (supported: "
-                f"{sorted(str(d) for d in self.dtypes)})"
-            )
-
-
-@dataclass(frozen=True)
-class Kernel:
-    op: str
-    name: str
-    fn: Callable
-    support: OpSupport = field(default_factory=OpSupport)
-    policy: str = "fast"  # "reference" kernels are plain torch; "fast" are vendor kernels
-    doc: str = ""
+from phyx.kernels.spec import POLICIES, Kernel, OpSupport  # noqa: F401 - re-exported
 
 
 class DeviceModule:

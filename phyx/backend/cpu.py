@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from phyx.backend.base import Backend, DeviceModule, Kernel, OpSupport
-from phyx.ops._dispatch import ATTENTION_FEATURES
+from phyx.kernels.spec import ATTENTION_FEATURES
 
 _FLOATS = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.float64})
 

@@ -7,8 +7,8 @@ import torch
 
 from phyx.errors import LayoutError
 from phyx.ops import reference, rope_tables
-from phyx.ops._dispatch import (K as _K, OP_NAMES, available_kernels, chosen_kernel,
-                                chosen_kernels, get_policy, use_kernel)
+from phyx.ops._dispatch import OP_NAMES, available_kernels, chosen_kernel, chosen_kernels, get_policy, use_kernel
+from phyx.ops._dispatch import K as _K
 
 __all__ = ["attention", "rms_norm", "layer_norm", "rope", "modulate", "gated_residual", "norm_modulate", "gelu",
            "silu", "swiglu", "relu2", "rope_tables", "reference", "use_kernel", "chosen_kernels",

@@ -6,15 +6,10 @@ from types import SimpleNamespace
 
 import torch
 
-from phyx.backend.base import POLICIES, Kernel, OpSupport
 from phyx.errors import UnsupportedArgumentError
+from phyx.kernels.spec import ATTENTION_FEATURES, OP_NAMES, POLICIES, Kernel, OpSupport  # noqa: F401
 from phyx.ops import reference
 
-OP_NAMES = ("attention", "rms_norm", "layer_norm", "rope", "modulate", "gated_residual",
-            "norm_modulate", "gelu", "silu", "swiglu", "relu2")
-
-ATTENTION_FEATURES = frozenset({"bool_mask", "additive_mask", "kv_lens", "q_lens", "causal",
-                                "gqa", "lse", "scale"})
 _ALL_FLOATS = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16})
 
 def _composite_norm_modulate(x, shift, scale, eps=1e-6, out_dtype=None):

@@ -6,13 +6,32 @@
 """
 from phyx.parallel.cfg import cfg_gather_combine, cfg_split, check_guidance, shared_noise
 from phyx.parallel.grads import sync_replicated_grads
-from phyx.parallel.layers import (ColumnParallelLinear, QKVParallelLinear, RowParallelLinear,
-                                  TPRMSNorm, load_full_state_dict, tp_rms_norm)
-from phyx.parallel.state import (AXES, ParallelConfig, ParallelState, get_parallel_state,
-                                 init_parallel, reset_parallel_state, set_parallel_state)
+from phyx.parallel.layers import (
+                                  ColumnParallelLinear,
+                                  QKVParallelLinear,
+                                  RowParallelLinear,
+                                  TPRMSNorm,
+                                  load_full_state_dict,
+                                  tp_rms_norm,
+)
 from phyx.parallel.ring import ring_attention
-from phyx.parallel.ulysses import (check_ulysses_heads, padded_len, sp_gather, sp_pad_and_shard,
-                                   sp_shard_rope, ulysses_attention)
+from phyx.parallel.state import (
+                                  AXES,
+                                  ParallelConfig,
+                                  ParallelState,
+                                  get_parallel_state,
+                                  init_parallel,
+                                  reset_parallel_state,
+                                  set_parallel_state,
+)
+from phyx.parallel.ulysses import (
+                                  check_ulysses_heads,
+                                  padded_len,
+                                  sp_gather,
+                                  sp_pad_and_shard,
+                                  sp_shard_rope,
+                                  ulysses_attention,
+)
 
 __all__ = [
     "ParallelConfig", "ParallelState", "init_parallel", "get_parallel_state", "set_parallel_state",

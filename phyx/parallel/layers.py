@@ -175,7 +175,7 @@ class TPRMSNorm(nn.Module):
 def load_full_state_dict(module: nn.Module, full: dict, strict: bool = True) -> None:
     """Load a full (unsharded) state dict into a possibly sharded module: each parameter marked
     with a ShardSpec takes its slice. For tests and in-memory conversions; checkpoints on disk
-    go through phyx.models.checkpoint.load_state, which reads only the slice."""
+    go through phyx.io.checkpoint.load_state, which reads only the slice."""
     from phyx.sharding import spec_of
 
     local = {}

@@ -11,8 +11,7 @@ import torch.nn as nn
 
 import phyx.ops as ops
 from phyx.parallel.cfg import cfg_gather_combine, cfg_split
-from phyx.parallel.layers import (ColumnParallelLinear, QKVParallelLinear, RowParallelLinear,
-                                  TPRMSNorm)
+from phyx.parallel.layers import ColumnParallelLinear, QKVParallelLinear, RowParallelLinear, TPRMSNorm
 from phyx.parallel.state import ParallelState, get_parallel_state
 from phyx.parallel.ulysses import sp_gather, sp_pad_and_shard, sp_shard_rope, ulysses_attention
 

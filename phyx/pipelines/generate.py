@@ -186,7 +186,7 @@ def generate(args: GenerateArgs) -> dict:
         else:
             raise InputError(f"{spec.name} is camera-controlled: pass --camera DIR with intrinsics.npy [N, 4] "
                              f"and poses.npy [N, 4, 4]")
-        from phyx.models.camera import capped_frame_num
+        from phyx.models.wan.camera import capped_frame_num
         capped = capped_frame_num(camera[1].shape[0], frames)
         if capped != frames:
             notes.append(f"frames: {frames} -> {capped} (the camera trajectory has {camera[1].shape[0]} poses)")
@@ -214,7 +214,7 @@ def generate(args: GenerateArgs) -> dict:
     elif args.policy:
         phyx.get_backend()
         phyx.set_policy(args.policy)
-    state = init_parallel(ParallelConfig(cfg=args.cfg, sp=args.sp, tp=args.tp)) if world > 1 else None
+    state = init_parallel(ParallelConfig(cfg=args.cfg, sp=args.sp, tp=args.tp)) if world > 1 else None  # noqa: F841
     rank = _dist.rank()
     device = phyx_device.torch_device()
     dtype = DTYPES[args.dtype]
@@ -275,7 +275,7 @@ def generate(args: GenerateArgs) -> dict:
             notes.append("image: synthetic first frame (no --image given)")
         run.cond_pixels = inputs.to_pixels(image_frames, height, width)
     if camera is not None:
-        from phyx.models.camera import prepare_camera
+        from phyx.models.wan.camera import prepare_camera
         run.camera_embedding = prepare_camera(camera[0], camera[1], height, width, frames,
                                               vae_stride=(t_stride, s_stride, s_stride)).embedding
     t0 = time.perf_counter()

@@ -73,7 +73,7 @@ def synthetic_camera(num_poses: int) -> tuple[np.ndarray, np.ndarray]:
 
 def load_camera(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(intrinsics [N, 4], poses [N, 4, 4]) from a camera directory, shapes and rigidity checked."""
-    from phyx.models.camera import CameraInputError, load_camera_dir
+    from phyx.models.wan.camera import CameraInputError, load_camera_dir
 
     path = Path(path)
     if not path.is_dir():

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from phyx.atomic import atomic_path
+from phyx.io.atomic import atomic_path
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from phyx.errors import CheckpointError
-from phyx.models.checkpoint import load_state, open_checkpoint
-from phyx.models.cosmos_predict2.meta import materialize
+from phyx.io.checkpoint import load_state, open_checkpoint
 from phyx.models.cosmos3.config import Cosmos3Config
 from phyx.models.cosmos3.model import Cosmos3Omni
+from phyx.models.cosmos_predict2.meta import materialize
 
 DIFFUSERS_CLASS = "Cosmos3OmniTransformer"
 

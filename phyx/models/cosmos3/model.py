@@ -24,15 +24,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
 from phyx import comm, ops
 from phyx.errors import LayoutError, ParallelConfigError
+from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
 from phyx.models.cosmos3.config import Cosmos3Config
 from phyx.models.cosmos3.positions import SequenceLayout, position_ids
 from phyx.models.layers import RMSWeight
 from phyx.ops import rope_tables
-from phyx.parallel import (ColumnParallelLinear, RowParallelLinear, get_parallel_state, sp_gather,
-                           sp_pad_and_shard, ulysses_attention)
+from phyx.parallel import (
+    ColumnParallelLinear,
+    RowParallelLinear,
+    get_parallel_state,
+    sp_gather,
+    sp_pad_and_shard,
+    ulysses_attention,
+)
 
 
 def _norm_or_identity(on: bool, dim: int, eps: float):

@@ -4,9 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
-from phyx.models.checkpoint import save_safetensors_atomic, save_sharded, write_text_atomic
+from phyx.io.checkpoint import save_safetensors_atomic, save_sharded, write_text_atomic
 from phyx.models.cosmos3.config import Cosmos3Config
 from phyx.models.cosmos3.model import Cosmos3Omni
 from phyx.models.cosmos_predict2.tiny import randomize_

@@ -1,7 +1,13 @@
 """Cosmos-Predict2 (MiniTrainDIT): model, checkpoint formats, rectified-flow conditioning, loss."""
 from phyx.models.cosmos_predict2.config import PRESETS, Predict2Config
-from phyx.models.cosmos_predict2.diffusion import (denoise, guided_x0, loss_weight, rf_scaling,
-                                                   sample_training_sigma, training_loss)
+from phyx.models.cosmos_predict2.diffusion import (
+    denoise,
+    guided_x0,
+    loss_weight,
+    rf_scaling,
+    sample_training_sigma,
+    training_loss,
+)
 from phyx.models.cosmos_predict2.loading import load
 from phyx.models.cosmos_predict2.model import Predict2DiT
 from phyx.models.cosmos_predict2.tiny import make_tiny_checkpoint, tiny_config

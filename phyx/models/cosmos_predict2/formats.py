@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from phyx.errors import CheckpointError
-from phyx.models.checkpoint import open_checkpoint
+from phyx.io.checkpoint import open_checkpoint
 from phyx.models.cosmos_predict2.config import PRESETS, Predict2Config
 
 DIFFUSERS_CLASS = "CosmosTransformer3DModel"

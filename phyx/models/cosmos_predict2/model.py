@@ -17,9 +17,9 @@ import math
 import torch
 from torch import nn
 
-from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
 from phyx import ops
 from phyx.errors import LayoutError
+from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
 from phyx.models.cosmos_predict2.config import Predict2Config
 from phyx.models.layers import RMSWeight
 from phyx.ops import rope_tables

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from phyx.models.checkpoint import save_safetensors_atomic, save_sharded, write_text_atomic
+from phyx.io.checkpoint import save_safetensors_atomic, save_sharded, write_text_atomic
 from phyx.models.cosmos_predict2.config import Predict2Config
 from phyx.models.cosmos_predict2.formats import ours_to_official
 from phyx.models.cosmos_predict2.model import Predict2DiT

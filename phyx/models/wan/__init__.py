@@ -3,8 +3,7 @@ LingBot-World')."""
 from phyx.models import register_family
 from phyx.models.wan.config import BOUNDARIES, CONFIGS, WanConfig, get_config
 from phyx.models.wan.keys import diffusers_to_official, official_to_diffusers
-from phyx.models.wan.loading import (checkpoint_format, detect, load_wan, make_tiny_checkpoint, save_wan,
-                                     seeded_model)
+from phyx.models.wan.loading import checkpoint_format, detect, load_wan, make_tiny_checkpoint, save_wan, seeded_model
 from phyx.models.wan.model import WanModel, sinusoidal_embedding
 from phyx.models.wan.moe import WanMoE
 

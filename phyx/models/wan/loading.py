@@ -12,13 +12,12 @@ branch, the camera layers) are read from the weight shapes, never guessed.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from phyx.errors import CheckpointError
-from phyx.models.checkpoint import load_state, open_checkpoint, save_safetensors_atomic, write_text_atomic
+from phyx.io.checkpoint import load_state, open_checkpoint, save_safetensors_atomic, write_text_atomic
 from phyx.models.wan import _parallel as par
 from phyx.models.wan.config import BOUNDARIES, WanConfig, get_config
 from phyx.models.wan.keys import diffusers_to_official, official_to_diffusers
@@ -181,7 +180,7 @@ def _default_boundary(path: Path, cfg: WanConfig) -> float:
 # ---- writing ---------------------------------------------------------------------------------
 def save_wan(model: WanModel, directory, fmt: str = "official", max_shard_bytes: int | None = None) -> Path:
     """Write `model` as a checkpoint directory in the official or diffusers layout."""
-    from phyx.models.checkpoint import save_sharded
+    from phyx.io.checkpoint import save_sharded
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

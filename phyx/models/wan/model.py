@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
 from phyx import ops
 from phyx.errors import LayoutError
+from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
 from phyx.models.wan import _parallel as par
 from phyx.models.wan.config import WanConfig
 from phyx.ops import rope_tables
@@ -242,7 +242,7 @@ class WanModel(CheckpointingMixin, nn.Module):
     x [B, C, F, H, W] noisy latent; y [B, Cy, F, H, W] i2v conditioning concatenated on channels
     (C + Cy = in_dim); t [B] or per-token [B, f*h*w] (Wan2.2 TI2V); context [B, Lt <= text_len,
     text_dim] (zero-padded to text_len as upstream); clip_fea [B, 257, image_dim] for Wan2.1 i2v;
-    cam [B, camera_channels*64, F, H, W] LingBot-World camera embedding (see phyx.models.camera).
+    cam [B, camera_channels*64, F, H, W] LingBot-World camera embedding (see phyx.models.wan.camera).
     """
 
     def __init__(self, cfg: WanConfig, layout: par.Layout | None = None):
@@ -314,7 +314,7 @@ class WanModel(CheckpointingMixin, nn.Module):
         if tuple(cam.shape[2:]) != (f * pt, h * ph, w * pw) or C * pt * ph * pw != self.cfg.camera_in_features:
             raise LayoutError(f"camera embedding {tuple(cam.shape)} does not fit the latent grid "
                               f"{(f * pt, h * ph, w * pw)} with {self.cfg.camera_in_features // (pt * ph * pw)} "
-                              f"channels; build it with phyx.models.camera.prepare_camera")
+                              f"channels; build it with phyx.models.wan.camera.prepare_camera")
         # 'b c (f p) (h q) (w r) -> b (f h w) (c p q r)'
         c = cam.to(self.dtype).reshape(B, C, f, pt, h, ph, w, pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
         c = self.patch_embedding_wancamctrl(c.reshape(B, f * h * w, -1))

@@ -16,8 +16,7 @@ import torch
 
 from phyx.errors import CheckpointError
 from phyx.pipelines import noise as noise_mod
-from phyx.pipelines import prompts
-from phyx.pipelines import schedulers
+from phyx.pipelines import prompts, schedulers
 from phyx.pipelines import text as text_mod
 from phyx.pipelines import vae as vae_mod
 

@@ -7,7 +7,7 @@ Conditioning, as upstream Wan2.2 prepares it:
   latent frame);
 - ti2v (5B) with an image: the first latent frame is the image latent, re-imposed after every
   step, and those tokens get timestep 0 (per-token timesteps);
-- LingBot-World: the camera embedding from phyx.models.camera, given to both CFG branches;
+- LingBot-World: the camera embedding from phyx.models.wan.camera, given to both CFG branches;
 - A14B: the high-noise expert for t >= boundary * 1000 with its own guidance scale.
 """
 from __future__ import annotations

@@ -1,0 +1,5 @@
+import sys
+
+from phyx.cli import main
+
+sys.exit(main())

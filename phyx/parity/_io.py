@@ -1,4 +1,0 @@
-"""Atomic file writes for parity artifacts (the shared implementation lives in phyx.atomic)."""
-from phyx.atomic import write_bytes_atomic as atomic_write_bytes, write_text_atomic as atomic_write_text
-
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
