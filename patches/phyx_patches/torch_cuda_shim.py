@@ -12,7 +12,8 @@ import functools
 
 import torch
 
-from phyx_patches._cuda_api import CUDA_FUNCS, NVTX, Generator, index_of as _index_of
+from phyx_patches._cuda_api import CUDA_FUNCS, NVTX, Generator
+from phyx_patches._cuda_api import index_of as _index_of
 from phyx_patches._device import backend, target, translate, translate_type
 
 NEW_METHODS = ("new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "new_empty_strided")

@@ -123,9 +123,11 @@ def test_private_flash_attn_varlen_forward_and_refusals(backend):
     q, k, v = (torch.randn(sum(lens), 2, 8) for _ in range(3))
     cu = torch.tensor([0, 5, 8], dtype=torch.int32)
     with phyx_patches.scope(["flash_attn"]):
-        from flash_attn.flash_attn_interface import (_flash_attn_backward,
-                                                     _flash_attn_forward,
-                                                     _flash_attn_varlen_forward)
+        from flash_attn.flash_attn_interface import (
+            _flash_attn_backward,
+            _flash_attn_forward,
+            _flash_attn_varlen_forward,
+        )
 
         out, lse, _, _ = _flash_attn_varlen_forward(q, k, v, cu, cu, 5, 5, 0.0, None, True)
         with pytest.raises(UnsupportedArgumentError, match="autograd"):
