@@ -10,6 +10,7 @@ Evidence, strongest first:
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -54,10 +55,11 @@ def replay(model: torch.nn.Module, source: RunData, device, cast: torch.dtype | 
                 cv = conv_host if L["kind"] == "fn" else conv
                 args = unpack(L["inputs"]["args"], tensors, cv, device, cast)
                 kwargs = unpack(L["inputs"]["kwargs"], tensors, cv, device, cast)
-                if L["kind"] == "op":
-                    result = getattr(_dispatch.K, L["target"][3:])(*args)
-                else:
-                    result = call_recorded(model, L, args, kwargs)
+                with _autocast_as_recorded(L, device, cast):
+                    if L["kind"] == "op":
+                        result = getattr(_dispatch.K, L["target"][3:])(*args)
+                    else:
+                        result = call_recorded(model, L, args, kwargs)
             except NotReplayable as e:
                 errors[L["name"]] = str(e)
                 continue
@@ -66,6 +68,15 @@ def replay(model: torch.nn.Module, source: RunData, device, cast: torch.dtype | 
                 continue
             outs[L["name"]] = {k: t.detach().to("cpu") for k, t in flatten_outputs(result)}
     return outs, errors
+
+
+def _autocast_as_recorded(layer: dict, device, cast):
+    """Re-enter the autocast region the layer was recorded in (its inputs are mixed-precision
+    and its weights are not). A float64 oracle replay runs without it."""
+    ac = layer.get("autocast")
+    if not ac or cast == torch.float64:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=getattr(torch, ac["dtype"]))
 
 
 def _needs_tensors(struct) -> bool:
@@ -151,6 +162,7 @@ def comparability_problems(a: RunData, b: RunData) -> list[str]:
                      f"on the CPU from the seed (phyx.tools.parity.inputs) or reuse the recorded ones")
     la = {L["name"]: L for L in a.layers}
     lb = {L["name"]: L for L in b.layers}
+    replay_errors = b.manifest.get("replay_errors") or {}
     missing = [n for n in la if n not in lb]
     extra = [n for n in lb if n not in la]
     if missing or extra:
@@ -197,6 +209,7 @@ def compare_runs(a: RunData, b: RunData, *, oracle: dict | None = None,
         notes.append("no replay of A's layer inputs on B: verdict and first divergence use "
                      "accumulated drift (record B with --replay-from A for per-layer localisation)")
     lb = {L["name"]: L for L in b.layers}
+    replay_errors = b.manifest.get("replay_errors") or {}
     rows = []
     for L in a.layers:
         name = L["name"]
@@ -233,7 +246,8 @@ def compare_runs(a: RunData, b: RunData, *, oracle: dict | None = None,
         if has_replay and row.local:
             row.evidence = "replay"
         elif has_replay and not row.local:
-            row.status, row.reason = "SKIP", "not replayed (see replay errors)"
+            why = replay_errors.get(name, "no replay output recorded")
+            row.status, row.reason = "SKIP", f"not replayed: {why}"[:400]
             rows.append(row)
             continue
         for key, m in evidence.items():
@@ -255,6 +269,14 @@ def compare_runs(a: RunData, b: RunData, *, oracle: dict | None = None,
         if ta is not None and tb is not None and ta.shape == tb.shape:
             outputs[k] = {**M.compare(tb, ta).as_dict(), "drift": M.drift_metrics(tb, ta)}
     verdict = M.FAIL if first is not None else M.PASS
+    skipped = [r for r in rows if r.status == "SKIP"]
+    if has_replay and rows and len(skipped) == len(rows):
+        verdict = M.FAIL   # nothing was compared: never a PASS
+        notes.append(f"nothing was replayed: all {len(rows)} layer(s) failed to replay on B "
+                     f"(reasons per layer above)")
+    elif skipped:
+        notes.append(f"{len(skipped)} of {len(rows)} layer(s) could not be replayed on B and are "
+                     f"not judged (reasons per layer above)")
     for side in (a, b):
         if side.emulated:
             notes.append(f"{side.backend_label}: emulated run; proves the translation, never an "
@@ -282,7 +304,7 @@ def format_compare(rep: CompareReport, max_rows: int | None = None) -> str:
                      f"{'-' if acc is None else format(acc, '10.2e'):>10}"
                      f"{'-' if cos is None else format(cos, '13.9f'):>13}"
                      f"{'-' if ratio is None else format(ratio, '11.2f'):>11}  {r.status}{mark}"
-                     + (f"\n      {r.reason}" if r.status == M.FAIL else ""))
+                     + (f"\n      {r.reason}" if r.status in (M.FAIL, "SKIP") else ""))
     for k, o in rep.outputs.items():
         d = o["drift"]
         lines.append(f"output {k}: rel_l2 {o['rel_l2']:.2e} cosine {d['cosine']:.9f} "
