@@ -162,7 +162,6 @@ def comparability_problems(a: RunData, b: RunData) -> list[str]:
                      f"on the CPU from the seed (phyx.tools.parity.inputs) or reuse the recorded ones")
     la = {L["name"]: L for L in a.layers}
     lb = {L["name"]: L for L in b.layers}
-    replay_errors = b.manifest.get("replay_errors") or {}
     missing = [n for n in la if n not in lb]
     extra = [n for n in lb if n not in la]
     if missing or extra:
