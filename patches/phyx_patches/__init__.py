@@ -22,7 +22,10 @@ import warnings
 
 from phyx_patches import _state
 
-SHIMS = ("flash_attn", "apex", "transformer_engine", "torch_cuda")
+SHIMS = ("flash_attn", "apex", "transformer_engine", "torch_cuda", "sdpa")
+# enabled when no names are given; 'sdpa' (route plain torch SDPA through phyx.ops.attention)
+# is opt-in: scope(phyx_patches.DEFAULT + ("sdpa",))
+DEFAULT = ("flash_attn", "apex", "transformer_engine", "torch_cuda")
 
 
 def available() -> tuple[str, ...]:
@@ -46,6 +49,10 @@ def _install(name: str, layer) -> bool:
         from phyx_patches.vendor_modules import install_transformer_engine
 
         install_transformer_engine(layer)
+    elif name == "sdpa":
+        from phyx_patches import sdpa_shim
+
+        sdpa_shim.install(layer)
     elif name == "torch_cuda":
         from phyx_patches import torch_cuda_shim
 
@@ -58,7 +65,7 @@ def _install(name: str, layer) -> bool:
 
 def enable(names=None) -> _state.Layer:
     """Install the named shims (default: all). Returns the layer; disable() removes it."""
-    names = list(SHIMS if names is None else ([names] if isinstance(names, str) else names))
+    names = list(DEFAULT if names is None else ([names] if isinstance(names, str) else names))
     unknown = [n for n in names if n not in SHIMS]
     if unknown:
         raise ValueError(f"unknown phyx_patches shim(s) {unknown}; available: {list(SHIMS)}")
@@ -101,4 +108,4 @@ def scope(names=None):
         disable(layer)
 
 
-__all__ = ["enable", "disable", "scope", "available", "active", "SHIMS"]
+__all__ = ["enable", "disable", "scope", "available", "active", "SHIMS", "DEFAULT"]

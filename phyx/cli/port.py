@@ -62,7 +62,8 @@ def _cmd_run(args) -> int:
 
     res = run_port(args.target, args.backend, policy=args.policy, dtype=args.dtype,
                    autocast=args.autocast, seed=args.seed, depth=args.depth,
-                   parity=not args.no_parity, inputs=args.inputs, paths=args.path or ())
+                   parity=not args.no_parity, inputs=args.inputs, paths=args.path or (),
+                   sdpa=args.sdpa)
     if args.json:
         print(json.dumps(port_report.to_dict(res), indent=2, default=str))
     else:
@@ -105,6 +106,8 @@ def register(sub) -> None:
     run.add_argument("--depth", type=int, default=2, help="module path depth of the op table")
     run.add_argument("--path", action="append", metavar="DIR",
                      help="put DIR on sys.path first (an upstream checkout; repeatable)")
+    run.add_argument("--sdpa", action="store_true",
+                     help="also route plain torch SDPA through phyx.ops.attention (the 'sdpa' shim)")
     run.add_argument("--no-parity", action="store_true", help="skip the float64 comparison")
     run.add_argument("--out", default=None, metavar="DIR",
                      help="also write port_report.md / .html / .json there (atomically)")

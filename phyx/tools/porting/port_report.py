@@ -38,7 +38,8 @@ def to_markdown(r: PortRun) -> str:
     lines = [headline(r), "", f"# Port report: `{r.target}` on {r.backend}", ""]
     if r.emulated:
         lines += ["**EMULATED**: proves the NPU translation on the CPU, never NPU numerics.", ""]
-    lines += [f"policy `{r.policy}`, dtype `{r.dtype}`, autocast `{r.autocast or 'off'}`", "",
+    lines += [f"policy `{r.policy}`, dtype `{r.dtype}`, autocast `{r.autocast or 'off'}`, "
+              f"shims {', '.join(r.shims)}", "",
               "## Ops per module", "",
               "| module | phyx op calls | aten ops via phyx | aten ops plain torch | FLOPs via phyx | top plain ops |",
               "|---|---|---|---|---|---|"]

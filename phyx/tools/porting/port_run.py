@@ -166,6 +166,7 @@ class PortRun:
     policy: str
     dtype: str
     autocast: str | None
+    shims: tuple
     modules: dict                      # path -> ModuleOps.to_dict(), rolled up to depth
     total: dict
     phyx_calls: dict                   # phyx op -> calls
@@ -188,7 +189,8 @@ class PortRun:
 
 def run_port(target: Target | str, backend: str = "npu-emulated", *, policy: str = "fast",
              dtype: str = "fp32", autocast: str | None = None, seed: int = 0, depth: int = 2,
-             parity: bool = True, inputs: str | None = None, paths=()) -> PortRun:
+             parity: bool = True, inputs: str | None = None, paths=(),
+             sdpa: bool = False) -> PortRun:
     """Run `target` under all shims on `backend`; account ops and traps; compare per layer and
     the output with a float64 run on the CPU reference. The shim scope is left afterwards."""
     import phyx
@@ -202,7 +204,8 @@ def run_port(target: Target | str, backend: str = "npu-emulated", *, policy: str
     dt = DTYPES[dtype]
     with using_backend(backend, policy) as b:
         b.set_reduced_precision_matmul(False)
-        with phyx_patches.scope():
+        shims = phyx_patches.DEFAULT + (("sdpa",) if sdpa else ())
+        with phyx_patches.scope(shims):
             tgt = target if isinstance(target, Target) else load_target(target, inputs, paths)
             model = tgt.build()
             if not isinstance(model, torch.nn.Module):
@@ -228,7 +231,7 @@ def run_port(target: Target | str, backend: str = "npu-emulated", *, policy: str
                     _call(tgt, model, _cast(host_inputs, dev, dt))
             kernels = {op: chosen_kernel(op).name for op in acct.phyx_calls}
             res = PortRun(tgt.name, b.name, bool(getattr(b, "emulated", False)), policy, dtype,
-                          autocast, {k: v.to_dict() for k, v in acct.rollup(depth).items()},
+                          autocast, shims, {k: v.to_dict() for k, v in acct.rollup(depth).items()},
                           acct.total().to_dict(), dict(acct.phyx_calls), kernels,
                           [t.to_dict() for t in acct.traps.values()])
             if parity:
@@ -236,8 +239,8 @@ def run_port(target: Target | str, backend: str = "npu-emulated", *, policy: str
     if res.routed_nothing:
         res.notes.append(f"no call went through a phyx op: {b.name} ran only plain torch, so this "
                          f"run proves nothing about {b.name}'s kernels (the shims serve "
-                         f"flash_attn / apex / transformer_engine / torch.cuda calls; plain SDPA, "
-                         f"norms and GELU stay torch's)")
+                         f"flash_attn / apex / transformer_engine / torch.cuda calls; plain SDPA "
+                         f"goes through phyx only with --sdpa, norms and GELU stay torch's)")
     phyx.get_backend()
     return res
 
