@@ -8,9 +8,11 @@ backend's device. On the cuda backend itself the shim installs nothing (torch.cu
 right, and wrapping it would route the backend's own calls back into the shim)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
+import torch.nn.attention
 
 from phyx_patches._cuda_api import CUDA_FUNCS, NVTX, Generator
 from phyx_patches._cuda_api import index_of as _index_of
@@ -68,6 +70,32 @@ class _Autocast(torch.autocast):
         super().__init__(translate_type(device_type), *args, **kwargs)
 
 
+_REAL_SDPA_KERNEL = torch.nn.attention.sdpa_kernel
+_REAL_SDP_KERNEL = torch.backends.cuda.sdp_kernel
+
+
+@contextlib.contextmanager
+def _sdpa_kernel(backends, set_priority=False):
+    """torch.nn.attention.sdpa_kernel: the CUDA-only choices (EFFICIENT_ATTENTION, CUDNN) leave
+    no SDPA kernel on another device; the backend's own (flash / math) stay allowed, after them."""
+    from torch.nn.attention import SDPBackend
+
+    chosen = list(backends) if isinstance(backends, (list, tuple)) else [backends]
+    for extra in (SDPBackend.FLASH_ATTENTION, SDPBackend.MATH):
+        if extra not in chosen:
+            chosen.append(extra)
+    with _REAL_SDPA_KERNEL(chosen, set_priority):
+        yield
+
+
+@contextlib.contextmanager
+def _sdp_kernel(enable_flash=True, enable_math=True, enable_mem_efficient=True, enable_cudnn=True):
+    """torch.backends.cuda.sdp_kernel (deprecated form): math stays on off CUDA."""
+    with _REAL_SDP_KERNEL(enable_flash=enable_flash, enable_math=True,
+                          enable_mem_efficient=enable_mem_efficient, enable_cudnn=enable_cudnn):
+        yield
+
+
 class _AmpAutocast(torch.autocast):
     """torch.cuda.amp.autocast on the backend's device (a class, as the original)."""
 
@@ -93,6 +121,8 @@ def install(layer) -> bool:
     for name, fn in NVTX.items():
         layer.set_attr(torch.cuda.nvtx, name, fn)
     layer.set_attr(torch, "Generator", Generator)
+    layer.set_attr(torch.nn.attention, "sdpa_kernel", _sdpa_kernel)
+    layer.set_attr(torch.backends.cuda, "sdp_kernel", _sdp_kernel)
     layer.set_attr(torch.Tensor, "cuda", _tensor_cuda)
     layer.set_attr(torch.Tensor, "is_cuda", property(_is_cuda))
     for name in NEW_METHODS:

@@ -36,7 +36,7 @@ def import_bare(name: str, root: str | Path | None = None):
         sys.path.insert(0, str(base))
     pkg_root = base / top
     dirs = [pkg_root] + sorted(d for d in pkg_root.rglob("*") if d.is_dir()
-                               and any(d.glob("*.py")) and "__pycache__" not in d.parts)
+                               and "__pycache__" not in d.parts and any(d.rglob("*.py")))
     for d in dirs:
         pkg = ".".join((top,) + d.relative_to(pkg_root).parts)
         if pkg.replace(".", "").replace("_", "").isalnum() and not getattr(

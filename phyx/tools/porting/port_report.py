@@ -29,6 +29,8 @@ def _fmt(x, spec=".2e"):
 def verdict(r: PortRun) -> str:
     if r.routed_nothing:
         return "NOT PROVEN (nothing went through the backend)"
+    if r.parity_error:
+        return "NOT CHECKED (the float64 comparison could not run)"
     if r.output is None and not r.layers:
         return "NOT CHECKED (parity off)"
     return "FAIL" if r.failed else "PASS"
@@ -62,6 +64,8 @@ def to_markdown(r: PortRun) -> str:
         lines.append(f"- **{t['category']}** at `{t['where']}` ({t['detail']}) in {mods}: {ops} "
                      f"-> {t['fix']}")
     lines += ["", "## Parity against a float64 run (CPU reference)", ""]
+    if r.parity_error:
+        lines += [f"not compared: {r.parity_error}", ""]
     if r.output is not None:
         o = r.output
         lines.append(f"output rel_l2 {o['rel_l2']:.2e} (limit {o['limit']:.0e}, judged as "

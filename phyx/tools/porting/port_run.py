@@ -176,6 +176,7 @@ class PortRun:
     output: dict | None = None         # final output vs float64
     replay_errors: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    parity_error: str | None = None
 
     @property
     def routed_nothing(self) -> bool:
@@ -207,7 +208,10 @@ def run_port(target: Target | str, backend: str = "npu-emulated", *, policy: str
         shims = phyx_patches.DEFAULT + (("sdpa",) if sdpa else ())
         with phyx_patches.scope(shims):
             tgt = target if isinstance(target, Target) else load_target(target, inputs, paths)
-            model = tgt.build()
+            try:
+                model = tgt.build()
+            except ImportError as e:
+                raise _import_error(f"{tgt.name} (build)", e) from e
             if not isinstance(model, torch.nn.Module):
                 raise PortRunError(f"{tgt.name}: build() returned {type(model).__name__}, not a "
                                    f"torch.nn.Module")
@@ -259,7 +263,15 @@ def _parity(res: PortRun, tgt, cap, model64, host_inputs, out, b, dt, autocast) 
     oracle, errors = {}, {}
     with using_backend("cpu", "reference"), torch.no_grad():
         model64 = model64.to(torch.float64)
-        out64 = _call(tgt, model64, _cast(host_inputs, torch.device("cpu"), torch.float64))
+        try:
+            out64 = _call(tgt, model64, _cast(host_inputs, torch.device("cpu"), torch.float64))
+        except Exception as e:  # e.g. upstream asserting bf16: say so instead of a traceback
+            import traceback
+
+            fr = traceback.extract_tb(e.__traceback__)[-1]
+            res.parity_error = (f"the float64 run failed: {type(e).__name__}: {str(e)[:200]} at "
+                                f"{fr.filename}:{fr.lineno} ({fr.line})")
+            return
         if run is not None:
             oracle, errors = replay(model64, run, torch.device("cpu"), cast=torch.float64)
     res.replay_errors = errors
