@@ -50,6 +50,11 @@ CATEGORIES: dict[str, Category] = {c.name: c for c in [
              "flash_attn shim serves _flash_attn_forward and _flash_attn_varlen_forward (2.7+ "
              "and older tuples), not the backward kernels (let autograd differentiate)",
              "flash_attn"),
+    Category("sdpa-backend", CUDA_ONLY, "SDPA limited to CUDA-only kernels "
+             "(SDPBackend.EFFICIENT_ATTENTION / CUDNN_ATTENTION in sdpa_kernel): no kernel left "
+             "elsewhere",
+             "allow SDPBackend.MATH (and FLASH_ATTENTION, which the CPU has) too, or call "
+             "phyx.ops.attention; the torch_cuda shim adds them", "torch_cuda"),
     Category("xformers", CUDA_ONLY, "xformers memory-efficient attention",
              "phyx.ops.attention (same [B,S,N,D] layout); attention biases: None, "
              "LowerTriangularMask (is_causal), BlockDiagonalMask (varlen), tensors (additive)",

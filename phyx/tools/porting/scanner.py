@@ -30,7 +30,11 @@ VENDOR_MODULES = {
     "pynvml": "nvml", "nvidia_smi": "nvml", "py3nvml": "nvml", "xformers": "xformers",
     "liger_kernel": "liger-kernel", "xfuser": "xfuser", "yunchang": "xfuser",
     "triton": "triton-kernel", "torchao": "fp8-quant", "q8_kernels": "fp8-quant",
+    "sageattention": "triton-kernel",
 }
+VENDOR_CATEGORIES = {"flash-attn", "flash-attn-private", "apex", "transformer-engine", "natten",
+                     "xformers", "liger-kernel", "xfuser", "triton-kernel", "fp8-quant"}
+CUDA_ONLY_SDPA = {"EFFICIENT_ATTENTION", "CUDNN_ATTENTION"}
 FLASH_PRIVATE = {"_flash_attn_forward", "_flash_attn_backward", "_flash_attn_varlen_forward",
                  "_flash_attn_varlen_backward", "flash_attn_2_cuda", "flash_attn_gpu",
                  "_wrapped_flash_attn_forward", "_wrapped_flash_attn_backward"}
@@ -40,7 +44,10 @@ CUDA_GRAPH = {"CUDAGraph", "graph", "graphs", "make_graphed_callables", "graph_p
 CUDA_STREAM = {"Stream", "stream", "current_stream", "default_stream", "Event", "ExternalStream",
                "set_stream", "StreamContext"}
 GELU = {"torch.nn.functional.gelu", "torch.nn.GELU", "torch.nn.modules.activation.GELU",
-        "torch._C._nn.gelu"}
+        "torch._C._nn.gelu",
+        # diffusers' GELU / GEGLU call torch's native gelu (exact unless approximate="tanh")
+        "diffusers.models.activations.GELU", "diffusers.models.activations.GEGLU",
+        "diffusers.models.attention.GELU", "diffusers.models.attention.GEGLU"}
 COMPLEX_FUNCS = {"torch.view_as_complex", "torch.polar", "torch.complex"}
 COMPLEX_DTYPES = {"torch.complex64", "torch.complex128", "torch.cfloat", "torch.cdouble",
                   "torch.complex32", "torch.chalf"}
@@ -123,12 +130,25 @@ class _Visitor(ast.NodeVisitor):
                         self.alias[top] = top
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 for a in node.names:
-                    self.alias[a.asname or a.name] = f"{node.module}.{a.name}"
+                    full = f"{node.module}.{a.name}"
+                    # a vendor symbol re-exported by another scanned module keeps its identity
+                    self.alias[a.asname or a.name] = self.reexport(full) or full
             elif isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 body = getattr(node, "body", [])
                 if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
                         and isinstance(body[0].value.value, str):
                     self.docstrings.add(id(body[0].value))
+
+    reexports: dict = {}
+
+    def reexport(self, full: str) -> str | None:
+        """'genmo.lib.attn_imports.flash_varlen_attn' -> 'flash_attn.flash_attn_varlen_func' when a
+        scanned file (matched by dotted-path suffix) binds that name to a vendor symbol."""
+        mod, _, name = full.rpartition(".")
+        for key, names in self.reexports.items():
+            if (key == mod or key.endswith("." + mod)) and name in names:
+                return names[name]
+        return None
 
     def resolve(self, node: ast.AST) -> str | None:
         if isinstance(node, ast.Name):
@@ -152,6 +172,8 @@ class _Visitor(ast.NodeVisitor):
             return VENDOR_MODULES[parts[0]]
         if parts[0] == "torch" and parts[-1] in FP8_DTYPES or name == "torch._scaled_mm":
             return "fp8-quant"
+        if parts[:3] == ["torch", "nn", "attention"] and parts[-1] in CUDA_ONLY_SDPA:
+            return "sdpa-backend"
         if parts[:2] == ["torch", "cuda"]:
             if len(parts) == 2:
                 return "cuda-api"
@@ -187,6 +209,12 @@ class _Visitor(ast.NodeVisitor):
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if not node.module or node.level:
             return
+        for a in node.names:   # a vendor symbol re-exported by a scanned module
+            target = self.reexport(f"{node.module}.{a.name}")
+            cat = self.classify(target) if target else None
+            if cat:
+                self.hit(node, cat, f"from {node.module} import {a.name} (= {target})")
+                return
         for a in node.names:   # a private kernel imported from a public module says so
             if self.classify(f"{node.module}.{a.name}") == "flash-attn-private":
                 self.hit(node, "flash-attn-private", f"from {node.module} import {a.name}")
@@ -248,6 +276,13 @@ class _Visitor(ast.NodeVisitor):
             if isinstance(t, ast.Name):
                 (self.host_names[-1].add if host else self.host_names[-1].discard)(t.id)
                 (self.f64_names[-1].add if f64 else self.f64_names[-1].discard)(t.id)
+
+    def visit_Tuple(self, node: ast.Tuple) -> None:
+        # a GELU class in a type tuple (isinstance checks) computes nothing
+        for e in node.elts:
+            if isinstance(e, (ast.Name, ast.Attribute)) and self.resolve(e) in GELU:
+                self.skip.add(id(e))
+        self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
         if not isinstance(node.value, str) or id(node) in self.docstrings:
@@ -396,8 +431,9 @@ class _Visitor(ast.NodeVisitor):
             self.hit(func, "complex-on-device", f".{func.attr}(complex)")
 
 
-def _scan_python_ast(text: str, tree: ast.AST) -> list[tuple[int, int, str, str]]:
+def _scan_python_ast(text: str, tree: ast.AST, reexports: dict | None = None):
     v = _Visitor(text.splitlines())
+    v.reexports = reexports or {}
     v.collect_imports(tree)
     v.visit(tree)
     return v.hits
@@ -478,20 +514,22 @@ def iter_files(root: Path, exclude=()):
                 yield Path(dirpath) / fn
 
 
-def scan_file(path: Path, report: ScanReport, display: str | None = None) -> None:
+def scan_file(path: Path, report: ScanReport, display: str | None = None,
+              reexports: dict | None = None) -> None:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise FileNotFoundError(f"cannot read {path}: {e}") from e
-    scan_text(text, display or str(path), report, python=path.suffix == ".py")
+    scan_text(text, display or str(path), report, python=path.suffix == ".py", reexports=reexports)
 
 
-def scan_text(text: str, display: str, report: ScanReport, python: bool = True) -> None:
+def scan_text(text: str, display: str, report: ScanReport, python: bool = True,
+              reexports: dict | None = None) -> None:
     lines = text.splitlines()
     method = "ast"
     if python:
         try:
-            hits = _scan_python_ast(text, ast.parse(text, filename=display))
+            hits = _scan_python_ast(text, ast.parse(text, filename=display), reexports)
         except (SyntaxError, ValueError):
             hits, method = _scan_regex(lines, _PY_REGEX), "regex"
             report.regex_fallback.append(display)
@@ -512,16 +550,38 @@ def scan_text(text: str, display: str, report: ScanReport, python: bool = True) 
     report.files_scanned += 1
 
 
+def _vendor_exports(path: Path) -> dict[str, str]:
+    """Module-level names a file binds to vendor symbols (`from flash_attn import f as g`)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except (SyntaxError, ValueError, OSError):
+        return {}
+    v = _Visitor([])
+    v.collect_imports(tree)
+    return {k: t for k, t in v.alias.items() if v.classify(t) in VENDOR_CATEGORIES}
+
+
 def scan_paths(paths, exclude=()) -> ScanReport:
-    """Scan files or directories. Paths in findings are relative to each given directory."""
+    """Scan files or directories. Paths in findings are relative to each given directory.
+    Two passes: names a scanned module re-exports from a vendor library (mochi's attn_imports
+    wraps flash_attn) are followed into the modules that import them."""
     report = ScanReport()
+    files = []
     for p in paths:
         root = Path(p)
         if not root.exists():
             raise FileNotFoundError(f"no such file or directory: {p}")
         for f in iter_files(root, exclude):
             shown = str(f) if root.is_file() else os.path.join(str(p), os.path.relpath(f, root))
-            scan_file(f, report, shown)
+            files.append((f, shown))
+    reexports = {}
+    for f, _ in files:
+        if f.suffix == ".py":
+            ex = _vendor_exports(f)
+            if ex:
+                reexports[".".join(f.resolve().with_suffix("").parts[1:])] = ex
+    for f, shown in files:
+        scan_file(f, report, shown, reexports)
     return report
 
 
