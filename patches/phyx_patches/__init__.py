@@ -12,7 +12,9 @@ Nothing is patched on import. Shims: flash_attn (FA2 flash_attn / flash_attn.fla
 and FA3 flash_attn_interface -> phyx.ops.attention), apex (apex.normalization FusedRMSNorm /
 FusedLayerNorm -> phyx.ops.rms_norm / layer_norm), transformer_engine (RMSNorm, LayerNorm,
 RotaryPositionEmbedding, apply_rotary_pos_emb -> phyx.ops), torch_cuda (torch.cuda device calls,
-`.cuda()`, 'cuda' device strings -> the active backend). Enable them before importing the
+`.cuda()`, 'cuda' device strings -> the active backend), xformers (memory_efficient_attention
+and its biases -> phyx.ops.attention), liger_kernel (norms, RoPE, SwiGLU/GEGLU -> phyx.ops),
+and opt-in sdpa (plain torch SDPA -> phyx.ops.attention). Enable them before importing the
 upstream code: a module that already holds a reference to the real flash_attn keeps it.
 """
 from __future__ import annotations
@@ -22,10 +24,11 @@ import warnings
 
 from phyx_patches import _state
 
-SHIMS = ("flash_attn", "apex", "transformer_engine", "torch_cuda", "sdpa")
+SHIMS = ("flash_attn", "apex", "transformer_engine", "torch_cuda", "xformers", "liger_kernel",
+         "sdpa")
 # enabled when no names are given; 'sdpa' (route plain torch SDPA through phyx.ops.attention)
 # is opt-in: scope(phyx_patches.DEFAULT + ("sdpa",))
-DEFAULT = ("flash_attn", "apex", "transformer_engine", "torch_cuda")
+DEFAULT = ("flash_attn", "apex", "transformer_engine", "torch_cuda", "xformers", "liger_kernel")
 
 
 def available() -> tuple[str, ...]:
@@ -49,6 +52,14 @@ def _install(name: str, layer) -> bool:
         from phyx_patches.vendor_modules import install_transformer_engine
 
         install_transformer_engine(layer)
+    elif name == "xformers":
+        from phyx_patches import xformers_shim
+
+        xformers_shim.install(layer)
+    elif name == "liger_kernel":
+        from phyx_patches import liger_shim
+
+        liger_shim.install(layer)
     elif name == "sdpa":
         from phyx_patches import sdpa_shim
 

@@ -250,7 +250,7 @@ def test_nothing_is_patched_on_import_and_scope_restores_exactly():
     try:
         with pytest.raises(RuntimeError, match="boom"):
             with phyx_patches.scope():
-                assert set(phyx_patches.active()) == set(phyx_patches.available())
+                assert set(phyx_patches.active()) == set(phyx_patches.DEFAULT)   # sdpa is opt-in
                 import apex.normalization  # noqa: F401
                 assert sys.modules["apex"] is not sentinel
                 with phyx_patches.scope(["flash_attn"]):   # nested: already active, no-op

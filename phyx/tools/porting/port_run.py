@@ -26,8 +26,6 @@ from phyx.errors import PhyxError
 
 # libraries phyx.patches does not serve, and what to do about each (first import name)
 UNSHIMMED = {
-    "liger_kernel": "Liger's Triton kernels (its norms / RoPE / SwiGLU map to phyx.ops; the "
-                    "liger_kernel shim serves them: phyx_patches.scope() enables it)",
     "xfuser": "xDiT's parallel runtime: run single-device (skip its parallel setup) or use "
               "phyx.parallel",
     "yunchang": "USP ring/Ulysses attention: run single-device or use phyx.parallel",
