@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 
 import phyx_patches
+import phyx_patches.liger_shim  # noqa: F401  (shim code, imported lazily: load it before snapshots)
+import phyx_patches.sdpa_shim  # noqa: F401
+import phyx_patches.xformers_shim  # noqa: F401
 from phyx.errors import UnsupportedArgumentError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "port_scan_tree"
