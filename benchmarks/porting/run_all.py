@@ -2,7 +2,8 @@
 
     python benchmarks/porting/run_all.py CHECKOUTS_DIR [--out DIR]
 
-CHECKOUTS_DIR holds HunyuanVideo/, LTX-Video/, mochi/, Allegro/ (commits in docs/porting.md).
+CHECKOUTS_DIR holds HunyuanVideo/, LTX-Video/, Allegro/, Open-Sora/, mochi/ (commits in
+docs/porting.md).
 Each driver runs in a fresh process per backend through `phyx port run`, as the guide says."""
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ REPOS = {
     "HunyuanVideo": ("hunyuanvideo.py", "HunyuanVideo", []),
     "LTX-Video": ("ltx_video.py", "LTX-Video", ["--sdpa"]),
     "Allegro": ("allegro.py", "Allegro", ["--sdpa"]),
+    "Open-Sora": ("open_sora.py", "Open-Sora", []),
     "mochi": ("mochi.py", "mochi/src", ["--autocast", "bf16"]),
 }
 BACKENDS = ("cpu", "npu-emulated")

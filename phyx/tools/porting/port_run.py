@@ -201,7 +201,11 @@ def run_port(target: Target | str, backend: str = "npu-emulated", *, policy: str
     from phyx.tools.porting.accounting import OpAccounting
 
     dt = DTYPES[dtype]
-    with using_backend(backend, policy) as b:
+    import torch._dynamo
+
+    # torch.compile'd upstream functions run eagerly: compilation changes numerics and the
+    # accounting must see every op
+    with torch._dynamo.config.patch(disable=True), using_backend(backend, policy) as b:
         b.set_reduced_precision_matmul(False)
         shims = phyx_patches.DEFAULT + (("sdpa",) if sdpa else ())
         with phyx_patches.scope(shims):
