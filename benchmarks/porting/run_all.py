@@ -49,11 +49,36 @@ def row(name: str, backend: str, r: dict) -> str:
             f"{traps} | {rel} | {r['verdict']} |")
 
 
+def scan_table(checkouts: Path) -> None:
+    """Findings per repository (scope as labelled) with the labelled precision and recall."""
+    from phyx.tools.porting import scan_paths
+
+    labels = json.loads((HERE / "scan_labels.json").read_text())
+    sub = {name: REPOS[name][1].split("/")[0] for name in REPOS}
+    print("| repo | scope | findings | false positives | false negatives | precision | recall |")
+    print("|---|---|---|---|---|---|---|")
+    for name, lab in labels.items():
+        if name.startswith("_"):
+            continue
+        rep = scan_paths([checkouts / sub[name] / s for s in lab["scope"]])
+        n, fp, fn = len(rep.findings), len(lab["false_positives"]), len(lab["false_negatives"])
+        tp = n - fp
+        prec = tp / n if n else 1.0
+        rec = tp / (tp + fn) if tp + fn else 1.0
+        print(f"| {name} | {', '.join(lab['scope'])} | {n} ({', '.join(f'{k} {v}' for k, v in rep.counts().items())}) "
+              f"| {fp} | {fn} | {prec:.2f} | {rec:.2f} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("checkouts", type=Path)
     ap.add_argument("--out", type=Path, default=None, help="also keep each port report there")
+    ap.add_argument("--scan-only", action="store_true", help="only the scanner table")
     a = ap.parse_args()
+    scan_table(a.checkouts)
+    print()
+    if a.scan_only:
+        return 0
     print("| repo | backend | phyx op calls | FLOPs via phyx | run-time traps | fp32 rel L2 vs float64 | verdict |")
     print("|---|---|---|---|---|---|---|")
     for name in REPOS:
