@@ -341,6 +341,11 @@ def install(layer) -> None:
                        "flash_attn_varlen_func": fa3_flash_attn_varlen_func},
                       "phyx.patches: FlashAttention-3 (flash_attn_interface) served by "
                       "phyx.ops.attention", SERVES_FA3, package=False)
+    cuda_ext = make_module("flash_attn_2_cuda", {}, "phyx.patches: flash-attn's compiled kernels "
+                           "are not served", "nothing (the compiled CUDA kernels); call "
+                           "flash_attn.flash_attn_interface._flash_attn_forward or "
+                           "phyx.ops.attention(..., return_lse=True)", package=False)
+    layer.set_module("flash_attn_2_cuda", cuda_ext)
     layer.set_module("flash_attn", root)
     layer.set_module("flash_attn.flash_attn_interface", iface)
     layer.set_module("flash_attn_interface", fa3)

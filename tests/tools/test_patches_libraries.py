@@ -158,3 +158,31 @@ def test_attention_runs_under_autocast_on_every_backend(backend, mask_kind):
     assert got16.dtype == torch.bfloat16
     assert (got.float() - plain).abs().max() < 5e-2
     assert (got16.float() - plain).abs().max() < 5e-2
+
+
+def test_flash_attn_compiled_module_refuses_clearly():
+    with phyx_patches.scope(["flash_attn"]):
+        import flash_attn_2_cuda
+
+        with pytest.raises(AttributeError, match="not served.*_flash_attn_forward"):
+            flash_attn_2_cuda.fwd
+
+
+def test_import_bare_skips_package_inits(tmp_path):
+    from phyx.tools.porting.imports import import_bare
+
+    pkg = tmp_path / "upkg_bare"
+    (pkg / "models" / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('the package init pulls in a pipeline')\n")
+    (pkg / "models" / "__init__.py").write_text("import xfuser\n")
+    (pkg / "models" / "sub" / "helpers.py").write_text("def two():\n    return 2\n")
+    (pkg / "models" / "dit.py").write_text("import upkg_bare.models.sub.helpers as h\n"
+                                           "from .sub.helpers import two\nVALUE = h.two() + two()\n")
+    try:
+        mod = import_bare("upkg_bare.models.dit", tmp_path)
+        assert mod.VALUE == 4
+        assert sys.modules["upkg_bare"].__file__ is None      # its __init__ never ran
+    finally:
+        for name in [n for n in sys.modules if n.startswith("upkg_bare")]:
+            del sys.modules[name]
+        sys.path.remove(str(tmp_path))
