@@ -130,15 +130,17 @@ class OpAccounting(TorchDispatchMode):
             self._orig[op] = orig
 
             def wrapped(*args, _op=op, _orig=orig):
-                if not self._phyx:   # the outermost phyx op: count it for its module
+                outer = not self._phyx
+                self._phyx.append(_op)
+                try:
+                    out = _orig(*args)
+                finally:
+                    self._phyx.pop()
+                if outer:   # the outermost phyx op that returned (a refused call is not counted)
                     self.phyx_calls[_op] += 1
                     mod = self._stack[-1] if self._stack else "<root>"
                     self.modules.setdefault(mod, ModuleOps()).phyx_ops[_op] += 1
-                self._phyx.append(_op)
-                try:
-                    return _orig(*args)
-                finally:
-                    self._phyx.pop()
+                return out
             setattr(_dispatch.K, op, wrapped)
         return super().__enter__()
 
