@@ -20,6 +20,7 @@ REPOS = {
     "LTX-Video": ("ltx_video.py", "LTX-Video", ["--sdpa"]),
     "Allegro": ("allegro.py", "Allegro", ["--sdpa"]),
     "Open-Sora": ("open_sora.py", "Open-Sora", []),
+    "Open-Sora (EmbedND RoPE)": ("open_sora_rope64.py", "Open-Sora", []),
     "mochi": ("mochi.py", "mochi/src", ["--autocast", "bf16"]),
 }
 BACKENDS = ("cpu", "npu-emulated")
@@ -54,7 +55,7 @@ def scan_table(checkouts: Path) -> None:
     from phyx.tools.porting import scan_paths
 
     labels = json.loads((HERE / "scan_labels.json").read_text())
-    sub = {name: REPOS[name][1].split("/")[0] for name in REPOS}
+    sub = {name: REPOS[name][1].split("/")[0] for name in REPOS if "(" not in name}
     print("| repo | scope | findings | false positives | false negatives | precision | recall |")
     print("|---|---|---|---|---|---|---|")
     for name, lab in labels.items():

@@ -22,7 +22,7 @@ RNG_OPS = {"randn", "rand", "normal", "uniform", "bernoulli", "randint", "randpe
 # SDPA kernels the flop counter has no formula for (CPU / vendor overrideable): 4 B N Sq Skv D
 SDPA_OPS = {"_scaled_dot_product_flash_attention_for_cpu",
             "_scaled_dot_product_fused_attention_overrideable", "_scaled_dot_product_attention_math"}
-IGNORED_FILES = ("/torch/", "/phyx/", "/phyx_patches/", "/phyx_npu/", "/phyx_cuda/", "contextlib",
+IGNORED_FILES = ("/torch/", "/einops/", "/phyx/", "/phyx_patches/", "/phyx_npu/", "/phyx_cuda/", "contextlib",
                  "<frozen")
 TRAP_FIX = {
     "float64-on-device": "build the table on the host in float64 and apply it in float32 "
