@@ -12,7 +12,7 @@ import inspect
 
 from phyx import comm
 
-COLLECTIVES = ("all_reduce", "all_gather", "all_to_all_4d", "broadcast", "ring_exchange")
+COLLECTIVES = ("all_reduce", "all_gather", "all_to_all_4d", "broadcast", "ring_exchange", "ring_exchange_start")
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # one module per subcommand, each with register(subparsers)
-SUBCOMMANDS = ("info", "generate", "parity", "bench", "port", "parallel", "convert")
+SUBCOMMANDS = ("info", "generate", "parity", "bench", "port", "parallel", "convert", "certify")
 
 
 def _register_subcommands(sub) -> None:

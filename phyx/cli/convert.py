@@ -13,7 +13,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 def _cmd(args) -> int:
     dst = args.output or str(Path(args.input).with_suffix(".safetensors"))
-    summary = convert(args.input, dst, _DTYPES[args.dtype] if args.dtype else None)
+    summary = convert(args.input, dst, _DTYPES[args.dtype] if args.dtype else None,
+                      overwrite=args.overwrite)
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -24,4 +25,5 @@ def register(sub) -> None:
     p.add_argument("input", help="official .pt / .pth file")
     p.add_argument("output", nargs="?", default=None, help="output .safetensors (default: beside input)")
     p.add_argument("--dtype", choices=sorted(_DTYPES), default=None, help="cast floating tensors")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd)

@@ -75,13 +75,14 @@ def _cmd_compare(args) -> int:
     a = A.read(args.a)
     if args.live:
         import phyx
-        from phyx.tools.parity.model import get_model_spec, record_run
+        from phyx.tools.parity.model import live_spec, record_run
 
         if args.backend:
             phyx.set_backend(args.backend, args.policy)
         r = a.manifest["run"]
-        spec = get_model_spec(r["model"], r["config"], r["seed"])
-        b = record_run(spec, None, r["dtype"], mode=a.manifest.get("capture_mode", "full"),
+        # the model comes from --model or the registry, never from the artifact (it is data)
+        spec = live_spec(a, args.model)
+        b = record_run(spec, None, r.get("dtype", "fp32"), mode=a.manifest.get("capture_mode", "full"),
                        per_op=r.get("per_op", False), replay_from=a)
     elif args.b:
         b = A.read(args.b)
@@ -176,6 +177,9 @@ def _register_model_cmds(ps) -> None:
     pc.add_argument("a")
     pc.add_argument("b", nargs="?")
     pc.add_argument("--live", action="store_true", help="B = a run here now, replaying A's layers")
+    pc.add_argument("--model", default=None,
+                    help="with --live: the model to run (default: the registered model A names; "
+                         "an artifact never chooses code to import)")
     pc.add_argument("--backend", default=None)
     pc.add_argument("--policy", default="fast", choices=["reference", "fast"])
     pc.add_argument("--force", action="store_true", help="compare even if not comparable")

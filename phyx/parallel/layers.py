@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import phyx.ops as ops
 from phyx import comm
 from phyx.errors import ParallelConfigError
-from phyx.parallel.state import ParallelState, get_parallel_state
+from phyx.parallel.state import ParallelConfig, ParallelState, check_layout, get_parallel_state
 from phyx.sharding import ShardSpec, mark
 
 
@@ -112,14 +112,8 @@ class QKVParallelLinear(ColumnParallelLinear):
         st = _tp(state)
         nkv = num_heads if num_kv_heads is None else num_kv_heads
         head_dim = head_dim or hidden // num_heads
-        if num_heads % nkv:
-            raise ParallelConfigError(f"query heads ({num_heads}) must be a multiple of KV heads ({nkv})")
         tp = st.tp_size
-        if num_heads % tp or nkv % tp:
-            raise ParallelConfigError(
-                f"tp={tp} must divide both the {num_heads} query heads and the {nkv} KV heads "
-                f"(tp greater than or not a divisor of the KV heads cannot split GQA); choose tp "
-                f"from {[d for d in range(1, nkv + 1) if nkv % d == 0 and num_heads % d == 0]}")
+        check_layout(num_heads, nkv, ParallelConfig(tp=tp), "QKVParallelLinear")
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, nkv, head_dim
         self.local_heads, self.local_kv_heads = num_heads // tp, nkv // tp
         super().__init__(hidden, (num_heads + 2 * nkv) * head_dim, bias=bias,

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from phyx.tools.parity.compare import compare_runs, format_compare
-from phyx.tools.parity.model import ModelSpec, record_run
+from phyx.tools.parity.model import ParitySpec, record_run
 
 
 class Block(nn.Module):
@@ -23,7 +23,7 @@ class Block(nn.Module):
         return self.fc2(a.reshape(b, s, 32))
 
 
-def _spec(autocast: bool, break_replay: bool = False) -> ModelSpec:
+def _spec(autocast: bool, break_replay: bool = False) -> ParitySpec:
     def build():
         torch.manual_seed(0)
         return nn.Sequential(Block(), Block())
@@ -35,7 +35,7 @@ def _spec(autocast: bool, break_replay: bool = False) -> ModelSpec:
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
             return model(inputs["x"].to(device))
 
-    return ModelSpec("ac-tiny", build, lambda s: {"x": torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(s))},
+    return ParitySpec("ac-tiny", build, lambda s: {"x": torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(s))},
                      forward, layers=("0", "1", "0.fc1"))
 
 
@@ -57,7 +57,7 @@ def test_nothing_replayed_is_not_a_pass_and_says_why(monkeypatch):
     spec = _spec(False)
     a = record_run(spec, "cpu", "fp32")
 
-    def broken(model, layer, args, kwargs):
+    def broken(model, layer, args, kwargs, **kw):
         raise RuntimeError("mat1 and mat2 must have the same dtype")
 
     monkeypatch.setattr(C, "call_recorded", broken)
@@ -66,4 +66,4 @@ def test_nothing_replayed_is_not_a_pass_and_says_why(monkeypatch):
     text = format_compare(rep)
     assert rep.verdict == "FAIL"
     assert all(r.status == "SKIP" for r in rep.rows)
-    assert "mat1 and mat2 must have the same dtype" in text and "nothing was replayed" in text
+    assert "mat1 and mat2 must have the same dtype" in text and "not replayed" in text

@@ -7,9 +7,9 @@ import torch
 
 from phyx.errors import CheckpointError
 from phyx.io.checkpoint import load_state, open_checkpoint
+from phyx.models.common.meta import materialize
 from phyx.models.cosmos_predict2 import formats
 from phyx.models.cosmos_predict2.config import Predict2Config
-from phyx.models.cosmos_predict2.meta import materialize
 from phyx.models.cosmos_predict2.model import Predict2DiT
 
 
@@ -31,6 +31,7 @@ def load(path: str | Path, *, config: Predict2Config | None = None, weights: str
         prefix = formats.choose_prefix(reader.keys(), weights)
         cfg = config or formats.infer_official_config(reader, prefix, path)
         rename = formats.official_rename(prefix)
+    reader.check_config_size(cfg.approx_params(), f"Cosmos-Predict2 config for {path}")
     with torch.device("meta"):
         model = Predict2DiT(cfg)
     model = materialize(model)

@@ -7,7 +7,7 @@
 mode 'full' keeps every tensor (CPU copies; needed for replay); mode 'stats' keeps statistics and
 a fixed strided sample of each tensor (for large runs). Records are named by module path, with
 '#k' for the k-th call of a module called more than once; per-op records are named
-'<module>/op:<op>#k' and wrap phyx.ops' kernel table, so they see every phyx.ops call.
+'<module>/op:<op>#k' and come from phyx.ops.observe, so they see every phyx.ops kernel call.
 
 Methods and host functions that are not a module's forward can be captured too:
 - a layer pattern 'path:method' (e.g. 'layers.*.self_attn:gen') wraps that method of every
@@ -76,7 +76,9 @@ def unpack(struct: Any, tensors: dict, convert: Callable | None = None, device=N
     if "v" in struct:
         return struct["v"]
     if "dtype" in struct:
-        dt = getattr(torch, struct["dtype"])
+        dt = getattr(torch, str(struct["dtype"]), None)
+        if not isinstance(dt, torch.dtype):   # recorded data names a dtype, nothing else
+            raise NotReplayable(f"{str(struct['dtype'])[:40]!r} is not a torch dtype")
         return float_dtype if float_dtype is not None and dt.is_floating_point else dt
     if "device" in struct:
         return torch.device(device if device is not None else struct["device"])
@@ -177,7 +179,7 @@ class Capture:
         self._handles: list = []
         self._stack: list[tuple[str, Any]] = []
         self._calls: dict[str, int] = {}
-        self._op_orig: dict = {}
+        self._observing = None
 
     # -- lifecycle --
     def __enter__(self):
@@ -282,34 +284,26 @@ class Capture:
             return None
         return hook
 
-    # -- per-op records through the kernel table --
+    # -- per-op records through phyx.ops.observe --
+    def _on_op(self, op, kernel_name, args, out):
+        if not self.enabled:
+            return
+        parent = self._stack[-1][0] if self._stack else "<root>"
+        layer = f"{parent}/op:{op}"
+        rec = Record(-1, self._unique(layer), f"op:{op}", "op")
+        self._pack_inputs(rec, layer, args, {})
+        self._finish(rec, layer, out)
+
     def _wrap_ops(self):
-        from phyx.backend import get_backend
-        from phyx.ops import _dispatch
+        from phyx.ops import observe
 
-        get_backend()  # build the kernel table first: a lazy first call would overwrite the wraps
-
-        for op in _dispatch.OP_NAMES:
-            orig = getattr(_dispatch.K, op)
-            self._op_orig[op] = orig
-
-            def wrapped(*args, _op=op, _orig=orig):
-                out = _orig(*args)
-                if self.enabled:
-                    parent = self._stack[-1][0] if self._stack else "<root>"
-                    layer = f"{parent}/op:{_op}"
-                    rec = Record(-1, self._unique(layer), f"op:{_op}", "op")
-                    self._pack_inputs(rec, layer, args, {})
-                    self._finish(rec, layer, out)
-                return out
-            setattr(_dispatch.K, op, wrapped)
+        self._observing = observe(self._on_op)
+        self._observing.__enter__()
 
     def _unwrap_ops(self):
-        from phyx.ops import _dispatch
-
-        for op, orig in self._op_orig.items():
-            setattr(_dispatch.K, op, orig)
-        self._op_orig.clear()
+        if self._observing is not None:
+            self._observing.__exit__(None, None, None)
+            self._observing = None
 
 
 def _resolve_function(where: str):
@@ -325,15 +319,29 @@ def _resolve_function(where: str):
     return owner, attr
 
 
-def call_recorded(model: nn.Module, layer: dict, args, kwargs):
-    """Call what a record captured (module, method or function) again with the given inputs."""
+def call_recorded(model: nn.Module, layer: dict, args, kwargs, functions=(), methods=()):
+    """Call what a record captured (module, method or function) again with the given inputs.
+
+    A record read from an artifact is data: a method is called only when it matches one of the
+    'path:method' capture patterns in `methods` and a function only when it is one of the
+    'module:function' probes in `functions` (both declared by this side's ModelSpec)."""
     kind, target = layer["kind"], layer["target"]
     if kind == "module":
         return model.get_submodule(target)(*args, **kwargs)
     if kind == "method":
         path, _, meth = target.rpartition(":")
+        declared = any(meth == pm.split(":", 1)[1] and (_match(path, [pm.split(":", 1)[0]])
+                                                        if pm.split(":", 1)[0] else path == "")
+                       for pm in methods)
+        if not declared or meth.startswith("_"):
+            raise NotReplayable(f"method {target[:80]!r} is not a capture pattern of this model; "
+                                f"not called")
         return getattr(model.get_submodule(path) if path else model, meth)(*args, **kwargs)
     if kind == "fn":
-        owner, attr = _resolve_function(target[3:])
+        where = target[3:] if target.startswith("fn:") else None
+        if where is None or where not in set(functions):
+            raise NotReplayable(f"function {target[:80]!r} is not a probe this model declares; "
+                                f"not imported or called")
+        owner, attr = _resolve_function(where)
         return getattr(owner, attr)(*args, **kwargs)
     raise NotReplayable(f"record kind {kind!r} cannot be called")

@@ -89,6 +89,7 @@ class ScanReport:
     files_scanned: int = 0
     regex_fallback: list[str] = field(default_factory=list)   # files that did not parse
     suppressed: int = 0
+    skipped: list[str] = field(default_factory=list)          # 'path: why' (not read)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -99,7 +100,7 @@ class ScanReport:
     def to_dict(self) -> dict:
         return {"findings": [f.to_dict() for f in self.findings], "counts": self.counts(),
                 "files_scanned": self.files_scanned, "regex_fallback": self.regex_fallback,
-                "suppressed": self.suppressed}
+                "suppressed": self.suppressed, "skipped": self.skipped}
 
 
 # --- the ast pass -------------------------------------------------------------------------
@@ -501,7 +502,7 @@ def _excluded(rel: str, patterns) -> bool:
 
 def iter_files(root: Path, exclude=()):
     patterns = tuple(DEFAULT_EXCLUDES) + tuple(exclude)
-    if root.is_file():
+    if not root.is_dir():      # a file, or something else scan_file will skip with a reason
         yield root
         return
     for dirpath, dirnames, filenames in os.walk(root):
@@ -514,13 +515,30 @@ def iter_files(root: Path, exclude=()):
                 yield Path(dirpath) / fn
 
 
+SCAN_MAX_BYTES = 8 * 1024**2   # a source file beyond this is skipped (parsing would need GBs)
+
+
 def scan_file(path: Path, report: ScanReport, display: str | None = None,
               reexports: dict | None = None) -> None:
+    """Scan one file. A FIFO, device, socket (or a symlink to one) is never opened and a file
+    over SCAN_MAX_BYTES is not read: both are listed in report.skipped with the reason."""
+    from phyx.errors import InputError
+    from phyx.io.untrusted import file_kind, read_bytes
+
+    shown = display or str(path)
+    kind = file_kind(path)
+    if kind is None and not os.path.lexists(path):
+        raise FileNotFoundError(f"cannot read {path}: no such file")
+    if kind != "regular file":
+        report.skipped.append(f"{shown}: {kind or 'unreadable'}, not a regular file")
+        return
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise FileNotFoundError(f"cannot read {path}: {e}") from e
-    scan_text(text, display or str(path), report, python=path.suffix == ".py", reexports=reexports)
+        data = read_bytes(path, "source file", SCAN_MAX_BYTES)
+    except InputError as e:
+        report.skipped.append(f"{shown}: {str(e).replace(f'source file {path} ', '')}")
+        return
+    scan_text(data.decode("utf-8", errors="replace"), shown, report, python=path.suffix == ".py",
+              reexports=reexports)
 
 
 def scan_text(text: str, display: str, report: ScanReport, python: bool = True,
@@ -530,7 +548,7 @@ def scan_text(text: str, display: str, report: ScanReport, python: bool = True,
     if python:
         try:
             hits = _scan_python_ast(text, ast.parse(text, filename=display), reexports)
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, RecursionError, MemoryError):  # too deep for ast: regexes
             hits, method = _scan_regex(lines, _PY_REGEX), "regex"
             report.regex_fallback.append(display)
     else:
@@ -551,10 +569,15 @@ def scan_text(text: str, display: str, report: ScanReport, python: bool = True,
 
 
 def _vendor_exports(path: Path) -> dict[str, str]:
-    """Module-level names a file binds to vendor symbols (`from flash_attn import f as g`)."""
+    """Module-level names a file binds to vendor symbols (`from flash_attn import f as g`).
+    Only regular files within SCAN_MAX_BYTES are read (scan_file reports the others)."""
+    from phyx.io.untrusted import file_kind
+
     try:
+        if file_kind(path) != "regular file" or path.stat().st_size > SCAN_MAX_BYTES:
+            return {}
         tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-    except (SyntaxError, ValueError, OSError):
+    except (SyntaxError, ValueError, OSError, RecursionError, MemoryError):
         return {}
     v = _Visitor([])
     v.collect_imports(tree)
