@@ -130,7 +130,13 @@ def _sparse_masked(op, sparse_mode, sq, skv, pre, nxt, has_mask, device):
 
 def _attend(q, k, v, *, scale, pse, pse_before_scale, masked, row_correction):
     """q [B,N,Sq,D], k/v [B,Nkv,Skv,D], masked bool broadcastable to [B,N,Sq,Skv] (True = out).
-    Returns out [B,N,Sq,Dv] fp32, row max and row sum [B,N,Sq] fp32."""
+    Returns out [B,N,Sq,Dv] fp32, row max and row sum [B,N,Sq] fp32. A fused kernel computes
+    in its own precision whatever autocast region it is called in: autocast is off in here."""
+    with torch.autocast(q.device.type, enabled=False):
+        return _attend_fp32(q, k, v, scale, pse, pse_before_scale, masked, row_correction)
+
+
+def _attend_fp32(q, k, v, scale, pse, pse_before_scale, masked, row_correction):
     n, nkv = q.shape[1], k.shape[1]
     kf, vf = k.float(), v.float()
     if n != nkv:  # GQA: query head h reads kv head h // (n / nkv)

@@ -12,7 +12,9 @@ Nothing is patched on import. Shims: flash_attn (FA2 flash_attn / flash_attn.fla
 and FA3 flash_attn_interface -> phyx.ops.attention), apex (apex.normalization FusedRMSNorm /
 FusedLayerNorm -> phyx.ops.rms_norm / layer_norm), transformer_engine (RMSNorm, LayerNorm,
 RotaryPositionEmbedding, apply_rotary_pos_emb -> phyx.ops), torch_cuda (torch.cuda device calls,
-`.cuda()`, 'cuda' device strings -> the active backend). Enable them before importing the
+`.cuda()`, 'cuda' device strings -> the active backend), xformers (memory_efficient_attention
+and its biases -> phyx.ops.attention), liger_kernel (norms, RoPE, SwiGLU/GEGLU -> phyx.ops),
+and opt-in sdpa (plain torch SDPA -> phyx.ops.attention). Enable them before importing the
 upstream code: a module that already holds a reference to the real flash_attn keeps it.
 """
 from __future__ import annotations
@@ -22,7 +24,11 @@ import warnings
 
 from phyx_patches import _state
 
-SHIMS = ("flash_attn", "apex", "transformer_engine", "torch_cuda")
+SHIMS = ("flash_attn", "apex", "transformer_engine", "torch_cuda", "xformers", "liger_kernel",
+         "sdpa")
+# enabled when no names are given; 'sdpa' (route plain torch SDPA through phyx.ops.attention)
+# is opt-in: scope(phyx_patches.DEFAULT + ("sdpa",))
+DEFAULT = ("flash_attn", "apex", "transformer_engine", "torch_cuda", "xformers", "liger_kernel")
 
 
 def available() -> tuple[str, ...]:
@@ -46,6 +52,18 @@ def _install(name: str, layer) -> bool:
         from phyx_patches.vendor_modules import install_transformer_engine
 
         install_transformer_engine(layer)
+    elif name == "xformers":
+        from phyx_patches import xformers_shim
+
+        xformers_shim.install(layer)
+    elif name == "liger_kernel":
+        from phyx_patches import liger_shim
+
+        liger_shim.install(layer)
+    elif name == "sdpa":
+        from phyx_patches import sdpa_shim
+
+        sdpa_shim.install(layer)
     elif name == "torch_cuda":
         from phyx_patches import torch_cuda_shim
 
@@ -58,7 +76,7 @@ def _install(name: str, layer) -> bool:
 
 def enable(names=None) -> _state.Layer:
     """Install the named shims (default: all). Returns the layer; disable() removes it."""
-    names = list(SHIMS if names is None else ([names] if isinstance(names, str) else names))
+    names = list(DEFAULT if names is None else ([names] if isinstance(names, str) else names))
     unknown = [n for n in names if n not in SHIMS]
     if unknown:
         raise ValueError(f"unknown phyx_patches shim(s) {unknown}; available: {list(SHIMS)}")
@@ -101,4 +119,4 @@ def scope(names=None):
         disable(layer)
 
 
-__all__ = ["enable", "disable", "scope", "available", "active", "SHIMS"]
+__all__ = ["enable", "disable", "scope", "available", "active", "SHIMS", "DEFAULT"]

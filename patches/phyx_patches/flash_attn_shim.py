@@ -17,7 +17,8 @@ import torch
 from phyx.errors import UnsupportedArgumentError
 
 SERVES_FA2 = ("flash_attn_func, flash_attn_varlen_func, flash_attn_qkvpacked_func, "
-              "flash_attn_kvpacked_func")
+              "flash_attn_kvpacked_func, flash_attn_interface._flash_attn_forward, "
+              "_flash_attn_varlen_forward")
 SERVES_FA3 = "flash_attn_func, flash_attn_varlen_func"
 
 
@@ -49,9 +50,25 @@ def _check_common(dropout_p=0.0, window_size=(-1, -1), softcap=0.0, alibi_slopes
                 "for the log-sum-exp call phyx.ops.attention(..., return_lse=True)")
 
 
-def attend(q, k, v, scale, causal, want_lse=False):
+class _LseOps:
+    """phyx.ops.attention, falling back to the plain-torch reference for calls that need the
+    log-sum-exp when the active kernel cannot return it (flash-attn's private forward always
+    returns it)."""
+
+    @staticmethod
+    def attention(q, k, v, attn_mask=None, *, return_lse=False, **kw):
+        ops = _ops()
+        try:
+            return ops.attention(q, k, v, attn_mask, return_lse=return_lse, **kw)
+        except UnsupportedArgumentError:
+            if not return_lse:
+                raise
+            return ops.reference.attention(q, k, v, attn_mask, return_lse=True, **kw)
+
+
+def attend(q, k, v, scale, causal, want_lse=False, lse_fallback=False):
     """flash-attn semantics on [B, S, N, D] via phyx.ops.attention. Returns (out, lse|None)."""
-    ops = _ops()
+    ops = _LseOps if lse_fallback else _ops()
     sq, sk = q.shape[1], k.shape[1]
     kw = dict(scale=scale, return_lse=want_lse)
     if not causal or sq == sk:
@@ -92,7 +109,7 @@ def _lens(cu, name, total, max_len):
     return lens
 
 
-def varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, want_lse=False):
+def varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, want_lse=False, lse_fallback=False):
     """Packed (total, N, D) attention. Returns (out [total_q, N, Dv], lse [N, total_q] | None)."""
     if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
         raise UnsupportedArgumentError(
@@ -102,7 +119,7 @@ def varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, want_lse=False):
     lk = _lens(cu_k, "cu_seqlens_k", k.shape[0], max_k)
     if len(lq) != len(lk):
         raise UnsupportedArgumentError(f"cu_seqlens_q has {len(lq)} sequences, cu_seqlens_k {len(lk)}")
-    ops = _ops()
+    ops = _LseOps if lse_fallback else _ops()
     if lq == lk and min(lq) > 0:
         # self-attention lengths: one padded batch; top-left causal == bottom-right when Sq == Skv
         pad = torch.nn.utils.rnn.pad_sequence
@@ -124,7 +141,7 @@ def varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale, causal, want_lse=False):
             outs.append(qb.new_zeros(qb.shape[:2] + (vb.shape[-1],)))
             lses.append(torch.full((q.shape[1], qb.shape[0]), float("-inf"), device=q.device))
             continue
-        o, l_ = attend(qb[None], kb[None], vb[None], scale, causal, want_lse)
+        o, l_ = attend(qb[None], kb[None], vb[None], scale, causal, want_lse, lse_fallback)
         outs.append(o[0])
         if want_lse:
             lses.append(l_[0])
@@ -171,6 +188,65 @@ def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=Fa
 def flash_attn_with_kvcache(*args, **kwargs):
     _refuse("flash_attn_with_kvcache", "(KV-cache decoding)", "concatenate the cache and call "
             "flash_attn_func(q, k_all, v_all, causal=True), which the shim serves")
+
+
+# --- FA2 private entry points (ring / sequence-parallel attention in upstream repos) -----------
+def _private_checks(name, dropout_p, window_size, window_size_left, window_size_right, softcap,
+                    alibi_slopes, return_softmax):
+    if window_size is None:
+        window_size = (window_size_left, window_size_right)
+    _check_common(dropout_p, window_size, softcap, alibi_slopes, return_softmax,
+                  f"flash_attn_interface.{name}")
+
+
+def _flash_attn_forward(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
+                        window_size_left=-1, window_size_right=-1, softcap=0.0, alibi_slopes=None,
+                        return_softmax=False, *, window_size=None):
+    """flash-attn's private forward. 2.7+ (window_size_left/right): (out, softmax_lse [B, N, Sq]
+    fp32, None, None); before 2.7 (window_size=(l, r)): (out, q, k, v, out, softmax_lse, None,
+    None), as those versions return. No S_dmask / rng_state: dropout and probabilities refused."""
+    _private_checks("_flash_attn_forward", dropout_p, window_size, window_size_left,
+                    window_size_right, softcap, alibi_slopes, return_softmax)
+    out, lse = attend(q, k, v, softmax_scale, causal, want_lse=True, lse_fallback=True)
+    if window_size is not None:
+        return out, q, k, v, out, lse, None, None
+    return out, lse, None, None
+
+
+def _flash_attn_varlen_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                               dropout_p=0.0, softmax_scale=None, causal=False,
+                               window_size_left=-1, window_size_right=-1, softcap=0.0,
+                               alibi_slopes=None, return_softmax=False, block_table=None,
+                               leftpad_k=None, seqused_k=None, *, window_size=None, **unused):
+    """flash-attn's private varlen forward: (out, softmax_lse [N, total_q] fp32, None, None)
+    (before 2.7: the 8-tuple with q, k, v, out_padded)."""
+    _private_checks("_flash_attn_varlen_forward", dropout_p, window_size, window_size_left,
+                    window_size_right, softcap, alibi_slopes, return_softmax)
+    for arg, val in (("block_table", block_table), ("leftpad_k", leftpad_k),
+                     ("seqused_k", seqused_k)):
+        if val is not None:
+            _refuse("flash_attn_interface._flash_attn_varlen_forward", arg,
+                    "express the lengths through cu_seqlens")
+    out, lse = varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                      softmax_scale, causal, want_lse=True, lse_fallback=True)
+    if window_size is not None:
+        return out, q, k, v, out, lse, None, None
+    return out, lse, None, None
+
+
+def _private_backward(name):
+    def backward(*args, **kwargs):
+        _refuse(f"flash_attn_interface.{name}", "(the private backward kernel)",
+                "the phyx shim has no separate backward: let autograd differentiate through the "
+                "forward (flash_attn_func / phyx.ops.attention) instead of calling the kernel")
+    backward.__name__ = name
+    return backward
+
+
+PRIVATE_FA2 = {"_flash_attn_forward": _flash_attn_forward,
+               "_flash_attn_varlen_forward": _flash_attn_varlen_forward,
+               "_flash_attn_backward": _private_backward("_flash_attn_backward"),
+               "_flash_attn_varlen_backward": _private_backward("_flash_attn_varlen_backward")}
 
 
 # --- FA3 API (flash_attn_interface) --------------------------------------------------------
@@ -254,7 +330,7 @@ def install(layer) -> None:
            "flash_attn_qkvpacked_func": flash_attn_qkvpacked_func,
            "flash_attn_kvpacked_func": flash_attn_kvpacked_func,
            "flash_attn_with_kvcache": flash_attn_with_kvcache}
-    iface = make_module("flash_attn.flash_attn_interface", dict(fa2),
+    iface = make_module("flash_attn.flash_attn_interface", {**fa2, **PRIVATE_FA2},
                         "phyx.patches: flash_attn.flash_attn_interface served by phyx.ops.attention",
                         SERVES_FA2, package=False)
     root = make_module("flash_attn", {**fa2, "__version__": "2.7.4+phyx",
@@ -265,6 +341,11 @@ def install(layer) -> None:
                        "flash_attn_varlen_func": fa3_flash_attn_varlen_func},
                       "phyx.patches: FlashAttention-3 (flash_attn_interface) served by "
                       "phyx.ops.attention", SERVES_FA3, package=False)
+    cuda_ext = make_module("flash_attn_2_cuda", {}, "phyx.patches: flash-attn's compiled kernels "
+                           "are not served", "nothing (the compiled CUDA kernels); call "
+                           "flash_attn.flash_attn_interface._flash_attn_forward or "
+                           "phyx.ops.attention(..., return_lse=True)", package=False)
+    layer.set_module("flash_attn_2_cuda", cuda_ext)
     layer.set_module("flash_attn", root)
     layer.set_module("flash_attn.flash_attn_interface", iface)
     layer.set_module("flash_attn_interface", fa3)

@@ -12,103 +12,28 @@ import contextlib
 import functools
 
 import torch
+import torch.nn.attention
 
-from phyx_patches._device import _index, backend, target, translate, translate_type
+from phyx_patches._cuda_api import CUDA_FUNCS, NVTX, Generator
+from phyx_patches._cuda_api import index_of as _index_of
+from phyx_patches._device import backend, target, translate, translate_type
 
+NEW_METHODS = ("new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "new_empty_strided")
 FACTORIES = ("zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye", "tensor",
              "as_tensor", "randn", "rand", "randint", "randperm", "zeros_like", "ones_like",
-             "empty_like", "full_like", "randn_like", "rand_like", "randint_like", "normal")
-
-
-def _dev():
-    return backend().device
-
-
-def _index_of(device):
-    if device is None or isinstance(device, int):
-        return device
-    return _index(device)
-
-
-class _DeviceContext:
-    """torch.cuda.device(i): switch the backend's current device for the block."""
-
-    def __init__(self, device):
-        self.idx = _index_of(device)
-        self.prev = None
-
-    def __enter__(self):
-        if self.idx is not None:
-            self.prev = _dev().current_device()
-            _dev().set_device(self.idx)
-        return self
-
-    def __exit__(self, *exc):
-        if self.prev is not None:
-            _dev().set_device(self.prev)
-        return False
-
-
-def _memory(name):
-    def fn(device=None):
-        d = _dev()
-        return getattr(d, name, d.memory_allocated)()
-    fn.__name__ = name
-    return fn
-
-
-def _seed_device(seed):
-    """Seed only the device generator, as torch.cuda.manual_seed does. (Not backend.device.
-    manual_seed: torch.manual_seed itself calls torch.cuda.manual_seed_all, which would loop.)"""
-    dt = backend().device_type
-    if dt == "cpu":
-        torch.default_generator.manual_seed(int(seed))
-    else:
-        getattr(torch, dt).manual_seed_all(int(seed))
-
-
-def _amp_autocast(enabled=True, dtype=torch.float16, cache_enabled=True):
-    return torch.autocast(device_type=backend().device_type, dtype=dtype, enabled=enabled,
-                          cache_enabled=cache_enabled)
-
-
-def _grad_scaler(*args, **kwargs):
-    return torch.amp.GradScaler(backend().device_type, *args, **kwargs)
-
-
-CUDA_FUNCS = {
-    "is_available": lambda: True,
-    "is_initialized": lambda: True,
-    "init": lambda: None,
-    "device_count": lambda: _dev().device_count(),
-    "current_device": lambda: _dev().current_device(),
-    "set_device": lambda device: _dev().set_device(_index_of(device) or 0),
-    "synchronize": lambda device=None: _dev().synchronize(),
-    "manual_seed": lambda seed: _seed_device(seed),
-    "manual_seed_all": lambda seed: _seed_device(seed),
-    "Event": lambda enable_timing=False, blocking=False, interprocess=False:
-        _dev().Event(enable_timing=enable_timing),
-    "Stream": lambda device=None, priority=0, **kw: _dev().Stream(),
-    "stream": lambda s: _dev().stream(s) if s is not None else contextlib.nullcontext(),
-    "current_stream": lambda device=None: _dev().current_stream(),
-    "default_stream": lambda device=None: _dev().current_stream(),
-    "device": _DeviceContext,
-    "memory_allocated": _memory("memory_allocated"),
-    "max_memory_allocated": _memory("max_memory_allocated"),
-    "memory_reserved": _memory("memory_reserved"),
-    "max_memory_reserved": _memory("max_memory_reserved"),
-    "reset_peak_memory_stats": lambda device=None: _dev().reset_peak_memory_stats(),
-    "empty_cache": lambda: _dev().empty_cache(),
-    "get_device_name": lambda device=None: _dev().get_device_name(_index_of(device) or 0),
-    # upstream feature checks ("Ampere or newer?") pick the bf16 / flash path, which the
-    # other shims then serve on the active backend
-    "get_device_capability": lambda device=None: (8, 0),
-    "is_bf16_supported": lambda including_emulation=True: True,
-}
+             "empty_like", "full_like", "randn_like", "rand_like", "randint_like", "normal",
+             "empty_strided", "scalar_tensor", "tril_indices", "triu_indices", "hann_window",
+             "hamming_window", "blackman_window", "bartlett_window", "kaiser_window")
 
 
 def _tensor_cuda(self, device=None, non_blocking=False, memory_format=torch.preserve_format):
     return self.to(target(_index_of(device)), non_blocking=non_blocking, memory_format=memory_format)
+
+
+def _is_cuda(self):
+    """'cuda' is the backend's device under this shim, so tensors there say is_cuda, as
+    torch.cuda.is_available() says True."""
+    return self.device.type == backend().device_type
 
 
 def _module_cuda(self, device=None):
@@ -131,7 +56,7 @@ def _wrap_to(orig):
 
 def _wrap_factory(orig):
     @functools.wraps(orig)
-    def factory(*args, **kwargs):
+    def factory(*args, **kwargs):  # also the tensor.new_* methods: self is args[0]
         if "device" in kwargs:
             kwargs["device"] = translate(kwargs["device"])
         return orig(*args, **kwargs)
@@ -145,14 +70,63 @@ class _Autocast(torch.autocast):
         super().__init__(translate_type(device_type), *args, **kwargs)
 
 
+_REAL_SDPA_KERNEL = torch.nn.attention.sdpa_kernel
+_REAL_SDP_KERNEL = torch.backends.cuda.sdp_kernel
+
+
+@contextlib.contextmanager
+def _sdpa_kernel(backends, set_priority=False):
+    """torch.nn.attention.sdpa_kernel: the CUDA-only choices (EFFICIENT_ATTENTION, CUDNN) leave
+    no SDPA kernel on another device; the backend's own (flash / math) stay allowed, after them."""
+    from torch.nn.attention import SDPBackend
+
+    chosen = list(backends) if isinstance(backends, (list, tuple)) else [backends]
+    for extra in (SDPBackend.FLASH_ATTENTION, SDPBackend.MATH):
+        if extra not in chosen:
+            chosen.append(extra)
+    with _REAL_SDPA_KERNEL(chosen, set_priority):
+        yield
+
+
+@contextlib.contextmanager
+def _sdp_kernel(enable_flash=True, enable_math=True, enable_mem_efficient=True, enable_cudnn=True):
+    """torch.backends.cuda.sdp_kernel (deprecated form): math stays on off CUDA."""
+    with _REAL_SDP_KERNEL(enable_flash=enable_flash, enable_math=True,
+                          enable_mem_efficient=enable_mem_efficient, enable_cudnn=enable_cudnn):
+        yield
+
+
+class _AmpAutocast(torch.autocast):
+    """torch.cuda.amp.autocast on the backend's device (a class, as the original)."""
+
+    def __init__(self, enabled=True, dtype=torch.float16, cache_enabled=True):
+        super().__init__(backend().device_type, dtype=dtype, enabled=enabled,
+                         cache_enabled=cache_enabled)
+
+
+class _GradScaler(torch.amp.GradScaler):
+    """torch.cuda.amp.GradScaler on the backend's device."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(backend().device_type, *args, **kwargs)
+
+
 def install(layer) -> bool:
     if backend().device_type == "cuda":
         return False
     for name, fn in CUDA_FUNCS.items():
         layer.set_attr(torch.cuda, name, fn)
-    layer.set_attr(torch.cuda.amp, "autocast", _amp_autocast)
-    layer.set_attr(torch.cuda.amp, "GradScaler", _grad_scaler)
+    layer.set_attr(torch.cuda.amp, "autocast", _AmpAutocast)
+    layer.set_attr(torch.cuda.amp, "GradScaler", _GradScaler)
+    for name, fn in NVTX.items():
+        layer.set_attr(torch.cuda.nvtx, name, fn)
+    layer.set_attr(torch, "Generator", Generator)
+    layer.set_attr(torch.nn.attention, "sdpa_kernel", _sdpa_kernel)
+    layer.set_attr(torch.backends.cuda, "sdp_kernel", _sdp_kernel)
     layer.set_attr(torch.Tensor, "cuda", _tensor_cuda)
+    layer.set_attr(torch.Tensor, "is_cuda", property(_is_cuda))
+    for name in NEW_METHODS:
+        layer.set_attr(torch.Tensor, name, _wrap_factory(getattr(torch.Tensor, name)))
     layer.set_attr(torch.nn.Module, "cuda", _module_cuda)
     layer.set_attr(torch.Tensor, "to", _wrap_to(torch.Tensor.to))
     layer.set_attr(torch.nn.Module, "to", _wrap_to(torch.nn.Module.to))

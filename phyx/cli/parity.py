@@ -63,6 +63,8 @@ def _cmd_record(args) -> int:
         errs = run.manifest.get("replay_errors") or {}
         print(f"replayed {len(run.manifest['replay_of']['layers'])} layers of {args.replay_from}"
               + (f"; {len(errs)} could not be replayed" if errs else ""))
+        for name, why in errs.items():
+            print(f"  not replayed: {name}: {why}")
     return 0
 
 

@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 
 import phyx_patches
+import phyx_patches.liger_shim  # noqa: F401  (shim code, imported lazily: load it before snapshots)
+import phyx_patches.sdpa_shim  # noqa: F401
+import phyx_patches.xformers_shim  # noqa: F401
 from phyx.errors import UnsupportedArgumentError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "port_scan_tree"
@@ -250,7 +253,7 @@ def test_nothing_is_patched_on_import_and_scope_restores_exactly():
     try:
         with pytest.raises(RuntimeError, match="boom"):
             with phyx_patches.scope():
-                assert set(phyx_patches.active()) == set(phyx_patches.available())
+                assert set(phyx_patches.active()) == set(phyx_patches.DEFAULT)   # sdpa is opt-in
                 import apex.normalization  # noqa: F401
                 assert sys.modules["apex"] is not sentinel
                 with phyx_patches.scope(["flash_attn"]):   # nested: already active, no-op

@@ -170,6 +170,7 @@ def run_from_capture(cap: Capture, *, run: dict, inputs: dict, outputs: dict,
 def _layer_entry(rec: Record, mode: str) -> dict:
     return {"idx": rec.idx, "name": rec.name, "target": rec.target, "kind": rec.kind,
             "inputs": rec.inputs, "outputs": rec.outputs,
+            **({"autocast": rec.autocast} if rec.autocast else {}),
             "shapes": {k: s["shape"] for k, s in rec.stats.items()},
             "dtypes": {k: s["dtype"] for k, s in rec.stats.items()},
             "stats": rec.stats if mode == "stats" else

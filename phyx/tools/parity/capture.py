@@ -122,6 +122,17 @@ class Record:
     outputs: list = field(default_factory=list)          # output keys, in order
     tensors: dict = field(default_factory=dict)          # key -> CPU tensor (full mode)
     stats: dict = field(default_factory=dict)            # key -> stats (both modes)
+    autocast: dict | None = None   # {'device_type', 'dtype'} when called inside torch.autocast
+
+
+def autocast_state(devices=("cpu",)) -> dict | None:
+    """The autocast region a call runs in (replay re-enters it), or None."""
+    if not torch._C._is_any_autocast_enabled():
+        return None
+    for dt in dict.fromkeys(devices):
+        if torch.is_autocast_enabled(dt):
+            return {"device_type": dt, "dtype": str(torch.get_autocast_dtype(dt)).replace("torch.", "")}
+    return None
 
 
 def _pattern(p: str) -> "re.Pattern":
@@ -217,6 +228,13 @@ class Capture:
         return wrapped
 
     # -- helpers --
+    def _devices(self):
+        if not hasattr(self, "_device_types"):
+            from phyx.backend import get_backend
+
+            self._device_types = ("cpu", get_backend().device_type)
+        return self._device_types
+
     def _unique(self, base: str) -> str:
         k = self._calls.get(base, 0)
         self._calls[base] = k + 1
@@ -233,6 +251,7 @@ class Capture:
 
     def _pack_inputs(self, rec: Record, layer: str, args, kwargs) -> None:
         found: dict = {}
+        rec.autocast = autocast_state(self._devices())
         rec.inputs = {"args": pack(tuple(args), found, "in.arg"),
                       "kwargs": pack(dict(kwargs), found, "in.kw")}
         for k, t in found.items():

@@ -10,6 +10,7 @@ Evidence, strongest first:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 
@@ -62,14 +63,15 @@ def replay(model: torch.nn.Module, source: RunData, device, cast: torch.dtype | 
                 cv = conv_host if L["kind"] == "fn" else conv
                 args = unpack(L["inputs"]["args"], tensors, cv, device, cast)
                 kwargs = unpack(L["inputs"]["kwargs"], tensors, cv, device, cast)
-                if L["kind"] == "op":
-                    op = L["target"][3:]
-                    if not L["target"].startswith("op:") or op not in OP_NAMES:
-                        raise NotReplayable(f"{L['target'][:80]!r} is not a phyx op; not called")
-                    result = call_kernel(op, *args)
-                else:
-                    result = call_recorded(model, L, args, kwargs, functions=allowed_fns,
-                                           methods=method_patterns)
+                with _autocast_as_recorded(L, device, cast):
+                    if L["kind"] == "op":
+                        op = L["target"][3:]
+                        if not L["target"].startswith("op:") or op not in OP_NAMES:
+                            raise NotReplayable(f"{L['target'][:80]!r} is not a phyx op; not called")
+                        result = call_kernel(op, *args)
+                    else:
+                        result = call_recorded(model, L, args, kwargs, functions=allowed_fns,
+                                               methods=method_patterns)
             except NotReplayable as e:
                 errors[L["name"]] = str(e)
                 continue
@@ -78,6 +80,15 @@ def replay(model: torch.nn.Module, source: RunData, device, cast: torch.dtype | 
                 continue
             outs[L["name"]] = {k: t.detach().to("cpu") for k, t in flatten_outputs(result)}
     return outs, errors
+
+
+def _autocast_as_recorded(layer: dict, device, cast):
+    """Re-enter the autocast region the layer was recorded in (its inputs are mixed-precision
+    and its weights are not). A float64 oracle replay runs without it."""
+    ac = layer.get("autocast")
+    if not ac or cast == torch.float64:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=getattr(torch, ac["dtype"]))
 
 
 def _needs_tensors(struct) -> bool:
@@ -215,6 +226,7 @@ def compare_runs(a: RunData, b: RunData, *, oracle: dict | None = None,
         notes.append("no replay of A's layer inputs on B: verdict and first divergence use "
                      "accumulated drift (record B with --replay-from A for per-layer localisation)")
     lb = {L["name"]: L for L in b.layers}
+    replay_errors = b.manifest.get("replay_errors") or {}
     rows = []
     for L in a.layers:
         name = L["name"]
@@ -251,7 +263,8 @@ def compare_runs(a: RunData, b: RunData, *, oracle: dict | None = None,
         if has_replay and row.local:
             row.evidence = "replay"
         elif has_replay and not row.local and L["outputs"]:
-            row.status, row.reason = "SKIP", "not replayed (see replay errors)"
+            why = replay_errors.get(name, "no replay output recorded")
+            row.status, row.reason = "SKIP", f"not replayed: {why}"[:400]
             rows.append(row)
             continue
         if not evidence and L["outputs"]:
@@ -334,7 +347,7 @@ def format_compare(rep: CompareReport, max_rows: int | None = None) -> str:
                      f"{'-' if acc is None else format(acc, '10.2e'):>10}"
                      f"{'-' if cos is None else format(cos, '13.9f'):>13}"
                      f"{'-' if ratio is None else format(ratio, '11.2f'):>11}  {r.status}{mark}"
-                     + (f"\n      {r.reason}" if r.status == M.FAIL else ""))
+                     + (f"\n      {r.reason}" if r.status in (M.FAIL, "SKIP") else ""))
     for k, o in rep.outputs.items():
         lines.append(f"output {k}: " + _output_text(o))
     for name, err in list(rep.replay_errors.items())[:20]:

@@ -43,8 +43,34 @@ CATEGORIES: dict[str, Category] = {c.name: c for c in [
              "phyx.ops.attention(q, k, v, is_causal=..., scale=...) in [B,S,N,D]; flash-attn's "
              "causal is bottom-right aligned, phyx's top-left: equal only when Sq == Skv",
              "flash_attn"),
+    Category("flash-attn-private", CUDA_ONLY,
+             "flash-attn's private kernels (_flash_attn_forward / _varlen_forward / backward, "
+             "flash_attn_2_cuda)",
+             "phyx.ops.attention(q, k, v, scale=..., return_lse=True) -> (out, lse [B,N,Sq]); the "
+             "flash_attn shim serves _flash_attn_forward and _flash_attn_varlen_forward (2.7+ "
+             "and older tuples), not the backward kernels (let autograd differentiate)",
+             "flash_attn"),
+    Category("sdpa-backend", CUDA_ONLY, "SDPA limited to CUDA-only kernels "
+             "(SDPBackend.EFFICIENT_ATTENTION / CUDNN_ATTENTION in sdpa_kernel): no kernel left "
+             "elsewhere",
+             "allow SDPBackend.MATH (and FLASH_ATTENTION, which the CPU has) too, or call "
+             "phyx.ops.attention; the torch_cuda shim adds them", "torch_cuda"),
     Category("xformers", CUDA_ONLY, "xformers memory-efficient attention",
-             "phyx.ops.attention (same [B,S,N,D] layout)", None),
+             "phyx.ops.attention (same [B,S,N,D] layout); attention biases: None, "
+             "LowerTriangularMask (is_causal), BlockDiagonalMask (varlen), tensors (additive)",
+             "xformers"),
+    Category("liger-kernel", CUDA_ONLY, "Liger Triton kernels (liger_kernel)",
+             "phyx.ops.rms_norm / rope / swiglu / gelu; the liger_kernel shim serves those it "
+             "covers", "liger_kernel"),
+    Category("xfuser", CUDA_ONLY, "xDiT / yunchang sequence-parallel runtime",
+             "phyx.parallel (Ulysses / ring / CFG parallel) or run single-device", None),
+    Category("triton-kernel", CUDA_ONLY, "hand-written Triton kernels (@triton.jit, import triton)",
+             "a phyx op with a plain-torch reference (vendor kernels register through a "
+             "backend plug-in), or the plain-torch path of the same function", None),
+    Category("fp8-quant", CUDA_ONLY, "FP8 / INT8 quantisation (torch.float8_* dtypes, torchao, "
+             "q8_kernels, _scaled_mm)",
+             "run the unquantised model for parity; FP8 support differs by vendor and chip",
+             None),
     Category("apex", CUDA_ONLY, "NVIDIA apex (fused norms, amp, optimizers)",
              "phyx.ops.rms_norm / phyx.ops.layer_norm; torch.optim fused=False optimizers",
              "apex"),

@@ -28,12 +28,26 @@ VENDOR_MODULES = {
     "apex": "apex", "transformer_engine": "transformer-engine",
     "transformer_engine_torch": "transformer-engine", "natten": "natten",
     "pynvml": "nvml", "nvidia_smi": "nvml", "py3nvml": "nvml", "xformers": "xformers",
+    "liger_kernel": "liger-kernel", "xfuser": "xfuser", "yunchang": "xfuser",
+    "triton": "triton-kernel", "torchao": "fp8-quant", "q8_kernels": "fp8-quant",
+    "sageattention": "triton-kernel",
 }
+VENDOR_CATEGORIES = {"flash-attn", "flash-attn-private", "apex", "transformer-engine", "natten",
+                     "xformers", "liger-kernel", "xfuser", "triton-kernel", "fp8-quant"}
+CUDA_ONLY_SDPA = {"EFFICIENT_ATTENTION", "CUDNN_ATTENTION"}
+FLASH_PRIVATE = {"_flash_attn_forward", "_flash_attn_backward", "_flash_attn_varlen_forward",
+                 "_flash_attn_varlen_backward", "flash_attn_2_cuda", "flash_attn_gpu",
+                 "_wrapped_flash_attn_forward", "_wrapped_flash_attn_backward"}
+FP8_DTYPES = {"float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz",
+              "float8_e8m0fnu", "float4_e2m1fn_x2"}
 CUDA_GRAPH = {"CUDAGraph", "graph", "graphs", "make_graphed_callables", "graph_pool_handle"}
 CUDA_STREAM = {"Stream", "stream", "current_stream", "default_stream", "Event", "ExternalStream",
                "set_stream", "StreamContext"}
 GELU = {"torch.nn.functional.gelu", "torch.nn.GELU", "torch.nn.modules.activation.GELU",
-        "torch._C._nn.gelu"}
+        "torch._C._nn.gelu",
+        # diffusers' GELU / GEGLU call torch's native gelu (exact unless approximate="tanh")
+        "diffusers.models.activations.GELU", "diffusers.models.activations.GEGLU",
+        "diffusers.models.attention.GELU", "diffusers.models.attention.GEGLU"}
 COMPLEX_FUNCS = {"torch.view_as_complex", "torch.polar", "torch.complex"}
 COMPLEX_DTYPES = {"torch.complex64", "torch.complex128", "torch.cfloat", "torch.cdouble",
                   "torch.complex32", "torch.chalf"}
@@ -100,6 +114,10 @@ class _Visitor(ast.NodeVisitor):
         # little flow-sensitivity: `a = torch.arange(n, dtype=torch.float64)` then `a.double()`
         # stays on the host; `self.sched.set_timesteps(n, device="cpu")` puts self.sched there
         self.host_names: list[set[str]] = [set()]
+        # names bound to a float64 dtype in this scope (`dtype = torch.float64`, a parameter
+        # defaulting to it, `torch.float32 if mps else torch.float64`)
+        self.f64_names: list[set[str]] = [set()]
+        self.skip: set[int] = set()     # nodes already judged by their call (GELU tanh)
 
     # names ------------------------------------------------------------------------------
     def collect_imports(self, tree: ast.AST) -> None:
@@ -113,12 +131,25 @@ class _Visitor(ast.NodeVisitor):
                         self.alias[top] = top
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 for a in node.names:
-                    self.alias[a.asname or a.name] = f"{node.module}.{a.name}"
+                    full = f"{node.module}.{a.name}"
+                    # a vendor symbol re-exported by another scanned module keeps its identity
+                    self.alias[a.asname or a.name] = self.reexport(full) or full
             elif isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 body = getattr(node, "body", [])
                 if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
                         and isinstance(body[0].value.value, str):
                     self.docstrings.add(id(body[0].value))
+
+    reexports: dict = {}
+
+    def reexport(self, full: str) -> str | None:
+        """'genmo.lib.attn_imports.flash_varlen_attn' -> 'flash_attn.flash_attn_varlen_func' when a
+        scanned file (matched by dotted-path suffix) binds that name to a vendor symbol."""
+        mod, _, name = full.rpartition(".")
+        for key, names in self.reexports.items():
+            if (key == mod or key.endswith("." + mod)) and name in names:
+                return names[name]
+        return None
 
     def resolve(self, node: ast.AST) -> str | None:
         if isinstance(node, ast.Name):
@@ -135,8 +166,15 @@ class _Visitor(ast.NodeVisitor):
     @staticmethod
     def classify(name: str) -> str | None:
         parts = name.split(".")
+        if parts[0] in ("flash_attn", "flash_attn_2_cuda") and (
+                FLASH_PRIVATE & set(parts) or parts[0] == "flash_attn_2_cuda"):
+            return "flash-attn-private"
         if parts[0] in VENDOR_MODULES:
             return VENDOR_MODULES[parts[0]]
+        if parts[0] == "torch" and parts[-1] in FP8_DTYPES or name == "torch._scaled_mm":
+            return "fp8-quant"
+        if parts[:3] == ["torch", "nn", "attention"] and parts[-1] in CUDA_ONLY_SDPA:
+            return "sdpa-backend"
         if parts[:2] == ["torch", "cuda"]:
             if len(parts) == 2:
                 return "cuda-api"
@@ -147,8 +185,8 @@ class _Visitor(ast.NodeVisitor):
             if parts[2] in CUDA_STREAM:
                 return "cuda-stream"
             return "cuda-api"
-        if parts[:2] == ["torch", "backends"] and len(parts) > 2 and parts[2] in ("cuda", "cudnn"):
-            return "cuda-api"
+        # torch.backends.cuda / cudnn settings (allow_tf32, cudnn.benchmark, sdp_kernel) run on
+        # any build (they are no-ops off CUDA): not reported
         if name in ("torch.Tensor.cuda", "torch.nn.Module.cuda"):
             return "cuda-tensor"
         if parts[:3] == ["torch", "utils", "cpp_extension"] and len(parts) > 3 and \
@@ -172,6 +210,16 @@ class _Visitor(ast.NodeVisitor):
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if not node.module or node.level:
             return
+        for a in node.names:   # a vendor symbol re-exported by a scanned module
+            target = self.reexport(f"{node.module}.{a.name}")
+            cat = self.classify(target) if target else None
+            if cat:
+                self.hit(node, cat, f"from {node.module} import {a.name} (= {target})")
+                return
+        for a in node.names:   # a private kernel imported from a public module says so
+            if self.classify(f"{node.module}.{a.name}") == "flash-attn-private":
+                self.hit(node, "flash-attn-private", f"from {node.module} import {a.name}")
+                return
         cat = self.classify(node.module)
         if cat:
             self.hit(node, cat, f"from {node.module} import ...")
@@ -182,6 +230,8 @@ class _Visitor(ast.NodeVisitor):
                 self.hit(node, cat, f"from {node.module} import {a.name}")
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
+        if id(node) in self.skip:
+            return
         name = self.resolve(node)
         if name is None:            # base is a call / subscript: look inside it
             if node.attr == "is_cuda":
@@ -196,6 +246,8 @@ class _Visitor(ast.NodeVisitor):
         # a dotted name is one symbol: do not report its prefixes again
 
     def visit_Name(self, node: ast.Name) -> None:
+        if id(node) in self.skip:
+            return
         if isinstance(node.ctx, ast.Load) and node.id in self.alias:
             cat = self.classify(self.alias[node.id])
             if cat:
@@ -203,17 +255,35 @@ class _Visitor(ast.NodeVisitor):
 
     def visit_FunctionDef(self, node) -> None:
         self.host_names.append(set())
+        f64 = set(self.f64_names[-1])
+        a = node.args
+        pos = a.posonlyargs + a.args
+        for arg, default in list(zip(pos[len(pos) - len(a.defaults):], a.defaults)) + \
+                [(k, d) for k, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]:
+            if self.is_f64(default):
+                f64.add(arg.arg)
+        self.f64_names.append(f64)
         self.generic_visit(node)
         self.host_names.pop()
+        self.f64_names.pop()
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
     def visit_Assign(self, node: ast.Assign) -> None:
         self.generic_visit(node)
         host = self.on_host(node.value)
+        f64 = self.is_f64(node.value)
         for t in node.targets:
             if isinstance(t, ast.Name):
                 (self.host_names[-1].add if host else self.host_names[-1].discard)(t.id)
+                (self.f64_names[-1].add if f64 else self.f64_names[-1].discard)(t.id)
+
+    def visit_Tuple(self, node: ast.Tuple) -> None:
+        # a GELU class in a type tuple (isinstance checks) computes nothing
+        for e in node.elts:
+            if isinstance(e, (ast.Name, ast.Attribute)) and self.resolve(e) in GELU:
+                self.skip.add(id(e))
+        self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
         if not isinstance(node.value, str) or id(node) in self.docstrings:
@@ -242,6 +312,12 @@ class _Visitor(ast.NodeVisitor):
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         fname = self.resolve(func)
+        if fname in GELU:
+            approx = self.kw(node, "approximate")
+            if approx is None and fname.endswith("gelu") and len(node.args) > 1:
+                approx = node.args[1]
+            if isinstance(approx, ast.Constant) and approx.value == "tanh":
+                self.skip.add(id(func))   # the NPU's native gelu computes tanh: no trap
         dev_kw = self.kw(node, "device")
         if isinstance(func, ast.Attribute) and dev_kw is not None and self.is_host_device(dev_kw):
             owner = self.resolve(func.value)
@@ -274,7 +350,7 @@ class _Visitor(ast.NodeVisitor):
                 d = dev if dev is not None else (node.args[0] if node.args else None)
                 if d is not None and not self.is_host_device(d):
                     self.hit(node, "device-rng", "torch.Generator(device=...)")
-            if dtype is not None and self.resolve(dtype) in FLOAT64_DTYPES and dev is not None \
+            if dtype is not None and self.is_f64(dtype) and dev is not None \
                     and not self.is_host_device(dev):
                 self.hit(node, "float64-on-device", f"{fname}(dtype=float64, device=...)")
             if short == "set_default_dtype" and node.args and \
@@ -327,6 +403,15 @@ class _Visitor(ast.NodeVisitor):
             return bool(name) and any(name == h or name.startswith(h + ".") for h in self.host_names[-1])
         return False
 
+    def is_f64(self, node: ast.AST) -> bool:
+        """A float64 dtype: torch.float64 / torch.double, a name bound to one, or a conditional
+        with a float64 branch."""
+        if isinstance(node, ast.IfExp):
+            return self.is_f64(node.body) or self.is_f64(node.orelse)
+        if isinstance(node, ast.Name) and node.id in self.f64_names[-1]:
+            return True
+        return self.resolve(node) in FLOAT64_DTYPES
+
     def is_dtype(self, node: ast.AST) -> bool:
         name = self.resolve(node) or ""
         return name.startswith("torch.") and (name.split(".")[1].startswith(("float", "bfloat", "int",
@@ -336,8 +421,8 @@ class _Visitor(ast.NodeVisitor):
     def check_cast(self, node: ast.Call, func: ast.Attribute) -> None:
         vals = list(node.args) + [k.value for k in node.keywords if k.arg == "dtype"]
         names = {self.resolve(v) for v in vals}
-        if names & FLOAT64_DTYPES:
-            devs = [a for a in node.args if not self.is_dtype(a)] + \
+        if any(self.is_f64(v) for v in vals):
+            devs = [a for a in node.args if not self.is_dtype(a) and not self.is_f64(a)] + \
                    [k.value for k in node.keywords if k.arg == "device"]
             host = (devs and all(self.is_host_device(d) for d in devs)) or \
                    (not devs and self.on_host(func.value))
@@ -347,8 +432,9 @@ class _Visitor(ast.NodeVisitor):
             self.hit(func, "complex-on-device", f".{func.attr}(complex)")
 
 
-def _scan_python_ast(text: str, tree: ast.AST) -> list[tuple[int, int, str, str]]:
+def _scan_python_ast(text: str, tree: ast.AST, reexports: dict | None = None):
     v = _Visitor(text.splitlines())
+    v.reexports = reexports or {}
     v.collect_imports(tree)
     v.visit(tree)
     return v.hits
@@ -368,6 +454,10 @@ _PY_REGEX = [
     (re.compile(r"\btransformer_engine\b"), "transformer-engine"),
     (re.compile(r"\bnatten\b"), "natten"),
     (re.compile(r"\bxformers\b"), "xformers"),
+    (re.compile(r"\bliger_kernel\b"), "liger-kernel"),
+    (re.compile(r"\b(xfuser|yunchang)\b"), "xfuser"),
+    (re.compile(r"\btriton\.jit\b|^\s*(import|from)\s+triton\b"), "triton-kernel"),
+    (re.compile(r"\bfloat8_e\w+|\btorchao\b|\bq8_kernels\b|\b_scaled_mm\b"), "fp8-quant"),
     (re.compile(r"\bpynvml\b|nvidia-smi"), "nvml"),
     (re.compile(r"""['"]nccl['"]|\bNCCL_[A-Z0-9_]+"""), "nccl"),
     (re.compile(r"\bCUDA_(VISIBLE_DEVICES|LAUNCH_BLOCKING|DEVICE_MAX_CONNECTIONS|DEVICE_ORDER)\b"), "cuda-env"),
@@ -379,7 +469,8 @@ _PY_REGEX = [
 ]
 _CONFIG_REGEX = [
     (re.compile(r"\bCUDA_(VISIBLE_DEVICES|LAUNCH_BLOCKING|DEVICE_MAX_CONNECTIONS|DEVICE_ORDER)\b"), "cuda-env"),
-    (re.compile(r"\bNCCL_[A-Z0-9_]+|\bnccl\b", re.IGNORECASE), "nccl"),
+    # NCCL_* variables are upper case; `--nccl_timeout` (a script's own flag) is not NCCL
+    (re.compile(r"\bNCCL_[A-Z0-9_]+|(?<![-\w])nccl\b(?!_)"), "nccl"),
     (re.compile(r"nvidia-smi|\bpynvml\b"), "nvml"),
     (re.compile(r"""\bdevice\s*[:=]\s*['"]?cuda(:\d+)?\b"""), "cuda-device-string"),
     (re.compile(r"\bflash[_-]attn\b"), "flash-attn"),
@@ -427,7 +518,8 @@ def iter_files(root: Path, exclude=()):
 SCAN_MAX_BYTES = 8 * 1024**2   # a source file beyond this is skipped (parsing would need GBs)
 
 
-def scan_file(path: Path, report: ScanReport, display: str | None = None) -> None:
+def scan_file(path: Path, report: ScanReport, display: str | None = None,
+              reexports: dict | None = None) -> None:
     """Scan one file. A FIFO, device, socket (or a symlink to one) is never opened and a file
     over SCAN_MAX_BYTES is not read: both are listed in report.skipped with the reason."""
     from phyx.errors import InputError
@@ -445,15 +537,17 @@ def scan_file(path: Path, report: ScanReport, display: str | None = None) -> Non
     except InputError as e:
         report.skipped.append(f"{shown}: {str(e).replace(f'source file {path} ', '')}")
         return
-    scan_text(data.decode("utf-8", errors="replace"), shown, report, python=path.suffix == ".py")
+    scan_text(data.decode("utf-8", errors="replace"), shown, report, python=path.suffix == ".py",
+              reexports=reexports)
 
 
-def scan_text(text: str, display: str, report: ScanReport, python: bool = True) -> None:
+def scan_text(text: str, display: str, report: ScanReport, python: bool = True,
+              reexports: dict | None = None) -> None:
     lines = text.splitlines()
     method = "ast"
     if python:
         try:
-            hits = _scan_python_ast(text, ast.parse(text, filename=display))
+            hits = _scan_python_ast(text, ast.parse(text, filename=display), reexports)
         except (SyntaxError, ValueError, RecursionError, MemoryError):  # too deep for ast: regexes
             hits, method = _scan_regex(lines, _PY_REGEX), "regex"
             report.regex_fallback.append(display)
@@ -474,16 +568,43 @@ def scan_text(text: str, display: str, report: ScanReport, python: bool = True) 
     report.files_scanned += 1
 
 
+def _vendor_exports(path: Path) -> dict[str, str]:
+    """Module-level names a file binds to vendor symbols (`from flash_attn import f as g`).
+    Only regular files within SCAN_MAX_BYTES are read (scan_file reports the others)."""
+    from phyx.io.untrusted import file_kind
+
+    try:
+        if file_kind(path) != "regular file" or path.stat().st_size > SCAN_MAX_BYTES:
+            return {}
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except (SyntaxError, ValueError, OSError, RecursionError, MemoryError):
+        return {}
+    v = _Visitor([])
+    v.collect_imports(tree)
+    return {k: t for k, t in v.alias.items() if v.classify(t) in VENDOR_CATEGORIES}
+
+
 def scan_paths(paths, exclude=()) -> ScanReport:
-    """Scan files or directories. Paths in findings are relative to each given directory."""
+    """Scan files or directories. Paths in findings are relative to each given directory.
+    Two passes: names a scanned module re-exports from a vendor library (mochi's attn_imports
+    wraps flash_attn) are followed into the modules that import them."""
     report = ScanReport()
+    files = []
     for p in paths:
         root = Path(p)
         if not root.exists():
             raise FileNotFoundError(f"no such file or directory: {p}")
         for f in iter_files(root, exclude):
             shown = str(f) if root.is_file() else os.path.join(str(p), os.path.relpath(f, root))
-            scan_file(f, report, shown)
+            files.append((f, shown))
+    reexports = {}
+    for f, _ in files:
+        if f.suffix == ".py":
+            ex = _vendor_exports(f)
+            if ex:
+                reexports[".".join(f.resolve().with_suffix("").parts[1:])] = ex
+    for f, shown in files:
+        scan_file(f, report, shown, reexports)
     return report
 
 
