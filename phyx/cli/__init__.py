@@ -1,19 +1,27 @@
-"""`phyx` command line."""
+"""`phyx` command line.
+
+Exit codes: 0 ok, 1 a check or verdict failed, 2 usage or environment error (one
+`phyx: error: ...` line on stderr, never a traceback). `--json` prints JSON on stdout; `--out PATH`
+names the file or folder a command writes. See phyx/cli/_common.py.
+"""
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="phyx", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    _register_subcommands(sub)
-    return p
-
+from phyx.cli._common import EXIT_USAGE, CliError, Parser
 
 # one module per subcommand, each with register(subparsers)
 SUBCOMMANDS = ("info", "generate", "parity", "bench", "port", "parallel", "convert")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="phyx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    _register_subcommands(sub)
+    return p
 
 
 def _register_subcommands(sub) -> None:
@@ -29,17 +37,80 @@ def _register_subcommands(sub) -> None:
         m.register(sub)
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except Exception as e:  # clear one-line errors for phyx's own error types
-        from phyx.errors import PhyxError
+def _error(msg: str) -> int:
+    print(f"phyx: error: {msg}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
 
-        if isinstance(e, PhyxError):
-            print(f"phyx: error: {e}", file=sys.stderr)
-            return 2
-        raise
+
+def _os_error(e: OSError) -> str:
+    what = e.strerror or str(e)
+    where = f" {e.filename}" if e.filename else ""
+    fix = {errno.ENOSPC: "free some space or write elsewhere (--out)",
+           errno.EROFS: "the filesystem is read-only: write elsewhere (--out)",
+           errno.EACCES: "no permission: write elsewhere (--out) or fix the permissions",
+           errno.ENOTDIR: "a parent of the path is a file, not a directory: choose another path",
+           errno.EISDIR: "the path is a directory: give a file name",
+           errno.ENOENT: "check the path"}.get(e.errno, "check the path and the device")
+    return f"cannot read or write{where}: {what}; {fix}"
+
+
+def _stdout_failed(e: OSError) -> int:
+    # stdout is gone or full (`> /dev/full`, a closed pipe): say so once, then point fd 1 at
+    # /dev/null so the interpreter's own flush at exit does not print a second error
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):
+        pass
+    if isinstance(e, BrokenPipeError):
+        return EXIT_USAGE
+    return _error(f"cannot write to standard output: {e.strerror or e}; redirect it elsewhere")
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except ValueError:  # closed
+        pass
+
+
+def main(argv=None) -> int:
+    from phyx.errors import PhyxError
+
+    try:
+        from phyx.cli._common import check_env
+
+        args = build_parser().parse_args(argv)
+        check_env()
+        code = int(args.func(args) or 0)
+        _flush_stdout()
+        return code
+    except CliError as e:
+        if e.code == EXIT_USAGE:
+            return _error(str(e))
+        print(f"phyx: {e}", file=sys.stderr, flush=True)
+        return e.code
+    except PhyxError as e:
+        return _error(str(e).strip().replace("\n", "; "))
+    except OSError as e:
+        if _is_stdout_error(e):
+            return _stdout_failed(e)
+        return _error(_os_error(e))
+    except KeyboardInterrupt:
+        return _error("interrupted")
+
+
+def _is_stdout_error(e: OSError) -> bool:
+    if isinstance(e, BrokenPipeError):
+        return True
+    try:
+        sys.stdout.flush()
+    except OSError:
+        return True
+    except ValueError:
+        return False
+    return False
 
 
 if __name__ == "__main__":

@@ -1,23 +1,47 @@
 """`phyx parallel plan`: communication volume and HCCL buffer cost of a layout."""
 from __future__ import annotations
 
-import json
+import argparse
+
+from phyx.cli._common import CliError, positive_float, positive_int, print_json
+
+_SIZES = ("seq_len", "hidden", "heads", "kv_heads", "head_dim", "ffn", "layers", "batch", "dtype_bytes")
+
+
+def layout_arg(text: str):
+    """'CFGxSPxTP', three positive integers, e.g. 2x2x2."""
+    from phyx.errors import ParallelConfigError
+    from phyx.parallel.state import ParallelConfig
+
+    parts = text.lower().split("x")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        nums = None
+    if nums is None or len(nums) != 3 or min(nums) < 1:
+        raise argparse.ArgumentTypeError(f"layout {text!r} is not cfg x sp x tp: three positive integers "
+                                         f"joined by 'x', e.g. 1x2x2")
+    try:
+        return ParallelConfig(*nums)
+    except ParallelConfigError as e:
+        raise argparse.ArgumentTypeError(f"layout {text!r}: {e}") from None
 
 
 def _cmd_plan(args) -> int:
     from dataclasses import replace
 
     from phyx.parallel.plan import PRESETS, format_plan, plan
-    from phyx.parallel.state import ParallelConfig
 
     shape = PRESETS[args.model]
-    over = {k: getattr(args, k) for k in ("seq_len", "hidden", "heads", "kv_heads", "head_dim",
-                                          "ffn", "layers", "batch", "dtype_bytes")
-            if getattr(args, k) is not None}
+    over = {k: getattr(args, k) for k in _SIZES if getattr(args, k) is not None}
     shape = replace(shape, **over) if over else shape
-    layouts = [ParallelConfig(*map(int, s.split("x"))) for s in args.layout]
-    out = [plan(shape, c, args.hccl_buffsize) for c in layouts]
-    print(json.dumps(out, indent=2) if args.json else "\n\n".join(format_plan(p) for p in out))
+    if shape.kv_heads > shape.heads or shape.heads % shape.kv_heads:
+        raise CliError(f"--kv-heads {shape.kv_heads} must divide --heads {shape.heads} (GQA)")
+    out = [plan(shape, c, args.hccl_buffsize) for c in args.layout]
+    if args.json:
+        print_json(out)
+    else:
+        print("\n\n".join(format_plan(p) for p in out))
     return 0
 
 
@@ -28,11 +52,12 @@ def register(sub) -> None:
     from phyx.parallel.plan import PRESETS
 
     pp.add_argument("--model", default="wan2.1-1.3b-480p", choices=sorted(PRESETS))
-    pp.add_argument("--layout", nargs="+", default=["1x1x2", "1x2x1", "2x1x1", "2x2x2"],
-                    help="cfg x sp x tp, e.g. 2x2x2")
-    for name in ("seq_len", "hidden", "heads", "kv_heads", "head_dim", "ffn", "layers", "batch",
-                 "dtype_bytes"):
-        pp.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=None)
-    pp.add_argument("--hccl-buffsize", type=float, default=None, help="MB (default env or 200)")
-    pp.add_argument("--json", action="store_true")
+    pp.add_argument("--layout", nargs="+", type=layout_arg, default=["1x1x2", "1x2x1", "2x1x1", "2x2x2"],
+                    help="cfg x sp x tp, e.g. 2x2x2 (several allowed)")
+    for name in _SIZES:
+        pp.add_argument("--" + name.replace("_", "-"), dest=name, type=positive_int, default=None,
+                        help="override the preset (a positive integer)")
+    pp.add_argument("--hccl-buffsize", type=positive_float, default=None, metavar="MB",
+                    help="MB per communicator buffer (default: env HCCL_BUFFSIZE or 200)")
+    pp.add_argument("--json", action="store_true", help="print the plans as JSON")
     pp.set_defaults(func=_cmd_plan)
