@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import os
 import sys
 
@@ -59,33 +60,61 @@ def _stdout_failed(e: OSError) -> int:
     # /dev/null so the interpreter's own flush at exit does not print a second error
     try:
         fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, sys.stdout.fileno())
+        os.dup2(fd, sys.__stdout__.fileno())
         os.close(fd)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         pass
     if isinstance(e, BrokenPipeError):
         return EXIT_USAGE
     return _error(f"cannot write to standard output: {e.strerror or e}; redirect it elsewhere")
 
 
-def _flush_stdout() -> None:
-    try:
-        sys.stdout.flush()
-    except ValueError:  # closed
-        pass
+class _StdoutError(Exception):
+    def __init__(self, err: OSError):
+        super().__init__(str(err))
+        self.err = err
+
+
+class _GuardedStdout:
+    """sys.stdout, with a failed write or flush (full device, closed pipe) told apart from the
+    OSErrors of the files a command writes."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError as e:
+            raise _StdoutError(e) from None
+
+    def flush(self):
+        try:
+            return self._stream.flush()
+        except OSError as e:
+            raise _StdoutError(e) from None
+        except ValueError:  # closed
+            return None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def main(argv=None) -> int:
     from phyx.errors import PhyxError
 
+    real_stdout = sys.stdout
+    sys.stdout = _GuardedStdout(real_stdout)
     try:
         from phyx.cli._common import check_env
 
         args = build_parser().parse_args(argv)
         check_env()
         code = int(args.func(args) or 0)
-        _flush_stdout()
+        sys.stdout.flush()
         return code
+    except _StdoutError as e:
+        return _stdout_failed(e.err)
     except CliError as e:
         if e.code == EXIT_USAGE:
             return _error(str(e))
@@ -94,23 +123,12 @@ def main(argv=None) -> int:
     except PhyxError as e:
         return _error(str(e).strip().replace("\n", "; "))
     except OSError as e:
-        if _is_stdout_error(e):
-            return _stdout_failed(e)
         return _error(_os_error(e))
     except KeyboardInterrupt:
         return _error("interrupted")
-
-
-def _is_stdout_error(e: OSError) -> bool:
-    if isinstance(e, BrokenPipeError):
-        return True
-    try:
-        sys.stdout.flush()
-    except OSError:
-        return True
-    except ValueError:
-        return False
-    return False
+    finally:
+        if isinstance(sys.stdout, _GuardedStdout):
+            sys.stdout = real_stdout
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ def _cmd_plan(args) -> int:
     shape = replace(shape, **over) if over else shape
     if shape.kv_heads > shape.heads or shape.heads % shape.kv_heads:
         raise CliError(f"--kv-heads {shape.kv_heads} must divide --heads {shape.heads} (GQA)")
-    out = [plan(shape, c, args.hccl_buffsize) for c in args.layout]
+    layouts = [layout_arg(c) if isinstance(c, str) else c for c in args.layout]  # the defaults are text
+    out = [plan(shape, c, args.hccl_buffsize) for c in layouts]
     if args.json:
         print_json(out)
     else:

@@ -126,7 +126,13 @@ def _cmd_ops(args) -> int:
     from phyx.tools.parity import ops_report as R
 
     out = _json_out(args)
+    from phyx.tools.parity.backends import resolve_backends
+
     backends = check_backend_names(csv_list(args.backends)) if args.backends else None
+    usable, skipped = resolve_backends(backends)
+    if not usable:
+        raise CliError("nothing to compare: no requested backend is available here ("
+                       + "; ".join(f"{n}: {why}" for n, why in skipped.items()) + "); see `phyx info`")
     text = _text_stream(args)
     rep = R.run_op_parity(backends, args.dtypes, policy=args.policy, seed=args.seed,
                           progress=lambda b: print(f"[parity] {R.label(b)} done", file=sys.stderr))

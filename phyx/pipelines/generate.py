@@ -241,9 +241,8 @@ def check_steps(sampler: str, steps: int, shift: float) -> None:
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if distinct(mid) else (lo, mid)
-    raise InputError(f"--steps {steps}: the unipc sampler at shift {shift:g} has only {lo} distinct timesteps "
-                     f"for that many steps; use --steps {lo} or fewer (or --sampler euler)")
-
+    raise InputError(f"--steps {steps}: the unipc sampler at shift {shift:g} repeats timesteps beyond {lo} "
+                     f"steps (the run would fail at its end); use --steps {lo} or fewer, or --sampler euler")
 
 def _check_values(req: Request) -> None:
     a, st, spec = req.args, req.settings, req.spec
