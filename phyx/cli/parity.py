@@ -152,11 +152,40 @@ def _cmd_ops(args) -> int:
 
 # ---- record / compare --------------------------------------------------------------------------
 
+def _check_artifact_out(out: str, overwrite: bool) -> None:
+    """Before any work: --out is a new folder, or (with --overwrite) an artifact phyx wrote."""
+    import os
+
+    from phyx.tools.parity import artifact as A
+
+    if not os.path.lexists(out):
+        parent = os.path.dirname(os.path.abspath(out))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise CliError(f"--out {out}: {parent} is a file, not a directory; choose another path")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise CliError(f"--out {out}: {parent} is not writable; choose another path")
+        return
+    if not overwrite:
+        raise CliError(f"--out {out} exists; pass --overwrite to replace an earlier artifact, or choose "
+                       f"another --out")
+    manifest = os.path.join(out, A.MANIFEST)
+    try:
+        ok = os.path.isdir(out) and not os.path.islink(out) and isinstance(json.load(open(manifest)), dict)
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise CliError(f"--out {out} is not a parity artifact (no {A.MANIFEST}); --overwrite replaces only "
+                       f"artifacts phyx recorded: remove it yourself or choose another --out")
+
+
 def _cmd_record(args) -> int:
     from phyx.tools.parity import artifact as A
     from phyx.tools.parity.determinism import set_determinism
     from phyx.tools.parity.model import record_run
 
+    _check_artifact_out(args.out, args.overwrite)
     spec = _model_spec(args.model, args.config, args.seed)
     source = A.read(args.replay_from) if args.replay_from else None
     setup_backend(args)

@@ -182,6 +182,16 @@ def test_subcommands_refuse_bad_input(tmp_path, monkeypatch, capsys, argv, msg):
     assert not (tmp_path / "A").exists()
 
 
+def test_record_overwrite_replaces_only_an_artifact(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "A" / "precious").mkdir(parents=True)
+    _refused(capsys, ["parity", "record", "--out", "A"], "exists", "--overwrite")
+    _refused(capsys, ["parity", "record", "--out", "A", "--overwrite"], "not a parity artifact")
+    assert (tmp_path / "A" / "precious").is_dir()
+    (tmp_path / "f").write_text("x")
+    _refused(capsys, ["parity", "record", "--out", "f/A"], "is a file, not a directory")
+
+
 def test_huge_parity_config_is_refused_before_allocating(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _refused(capsys, ["parity", "record", "--config", '{"dim": 1000000, "depth": 1000}', "--out", "A"],
