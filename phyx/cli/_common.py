@@ -206,6 +206,37 @@ def check_memory(estimate_bytes: float, what: str, fix: str) -> None:
 
 # ---- output ----------------------------------------------------------------------------------
 
+def check_out_path(path: str | None, kind: str = "file", flag: str = "--out") -> None:
+    """Before any work: `path` can be written as a `kind` ('file' or 'dir'): not a device or
+    special file, a file not a directory (and the reverse), its parents a writable directory."""
+    import stat
+
+    if not path:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except NotADirectoryError:
+        mode = None
+    except OSError as e:
+        raise CliError(f"{flag} {path}: {e.strerror}") from None
+    if mode is not None:
+        if kind == "file" and stat.S_ISDIR(mode):
+            raise CliError(f"{flag} {path} is a directory; give a file name")
+        if kind == "dir" and not stat.S_ISDIR(mode):
+            raise CliError(f"{flag} {path} exists and is not a directory; give a folder")
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            raise CliError(f"{flag} {path} is a device or special file; give a file path")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise CliError(f"{flag} {path}: {parent} is a file, not a directory; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CliError(f"{flag} {path}: {parent} is not writable; choose another path")
+
+
 def deprecated(old: str, new: str) -> None:
     print(f"phyx: note: {old} is deprecated; use {new}", file=sys.stderr)
 

@@ -7,6 +7,7 @@ import sys
 from phyx.cli._common import (
     CliError,
     add_backend_args,
+    check_out_path,
     choice_list,
     positive_float,
     positive_int,
@@ -33,6 +34,7 @@ def _cmd_ops(args) -> int:
     from phyx.tools.bench.ops import ATTENTION_SHAPES, QUICK_ATTENTION_SHAPES, run_ops
     from phyx.tools.bench.profile import maybe_profile
 
+    check_out_path(args.out)
     sections = tuple(choice_list(args.sections, SECTIONS, "--sections")) if args.sections else SECTIONS
     shapes = None
     if args.shapes:
@@ -48,6 +50,7 @@ def _cmd_ops(args) -> int:
 def _cmd_models(args) -> int:
     from phyx.tools.bench.models import MODELS, run_models
 
+    check_out_path(args.out)
     models = choice_list(args.models, list(MODELS), "--models") if args.models else None
     modes = choice_list(args.modes, MODES, "--modes")
     setup_backend(args)
@@ -63,6 +66,7 @@ def _cmd_models(args) -> int:
 def _cmd_merge(args) -> int:
     from phyx.tools.bench.merge import load, table
 
+    check_out_path(args.out)
     try:
         text = table(load(args.files))
     except ValueError as e:  # not a phyx bench result, unreadable JSON
@@ -80,6 +84,7 @@ def _cmd_merge(args) -> int:
 def _cmd_plot(args) -> int:
     from phyx.tools.bench.plots import plot_file
 
+    check_out_path(args.out, "dir")
     seen = {}
     for path in args.files:
         written = plot_file(path, args.out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from phyx.cli._common import CliError, deprecated, dtype_arg, print_json, torch_dtype
+from phyx.cli._common import CliError, check_out_path, deprecated, dtype_arg, print_json, torch_dtype
 
 
 def _cmd(args) -> int:
@@ -20,6 +20,7 @@ def _cmd(args) -> int:
     if not src.is_file():
         raise CliError(f"{src} is not a file; give the official .pt / .pth checkpoint")
     dst = out or str(src.with_suffix(".safetensors"))
+    check_out_path(dst)
     if Path(dst).resolve() == src.resolve():
         raise CliError(f"--out {dst} is the input itself; give another path")
     summary = convert(str(src), dst, torch_dtype(args.dtype) if args.dtype else None)

@@ -16,6 +16,7 @@ from phyx.cli._common import (
     add_backend_args,
     check_backend_names,
     check_memory,
+    check_out_path,
     csv_list,
     deprecated,
     dtype_arg,
@@ -124,10 +125,10 @@ def _check_model_memory(spec) -> None:
 
 def _cmd_ops(args) -> int:
     from phyx.tools.parity import ops_report as R
-
-    out = _json_out(args)
     from phyx.tools.parity.backends import resolve_backends
 
+    out = _json_out(args)
+    check_out_path(out)
     backends = check_backend_names(csv_list(args.backends)) if args.backends else None
     usable, skipped = resolve_backends(backends)
     if not usable:
@@ -218,6 +219,8 @@ def _cmd_compare(args) -> int:
         if args.out and args.out != args.report:
             raise CliError(f"two report folders given (--report {args.report}, --out {args.out}); give --out only")
         args.out = args.report
+    check_out_path(args.out, "dir")
+    check_out_path(json_file)
     if not args.b and not args.live:
         raise CliError("give artifact B to compare A with, or --live to run B here now")
     if args.b and args.live:
@@ -262,6 +265,7 @@ def _cmd_loss(args) -> int:
     if args.report:
         deprecated("--report DIR", "--out DIR")
         args.out = args.out or args.report
+    check_out_path(args.out, "dir")
     if args.window > args.steps:
         raise CliError(f"--window {args.window} is longer than the run (--steps {args.steps}); use "
                        f"--window <= --steps")

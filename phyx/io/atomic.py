@@ -5,7 +5,9 @@ reader never sees half a file. The temp file gets the permissions a plain open()
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -33,8 +35,17 @@ def publish_dir(tmp_dir: str | os.PathLike) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside `path` (same suffix); move it into place on success."""
+    """Yield a temporary path beside `path` (same suffix); move it into place on success.
+    Refuses (FileExistsError) to replace anything but a regular file: a rename onto /dev/null or
+    another device node would replace the node itself."""
     path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise FileExistsError(errno.EEXIST, "exists and is not a regular file (a device or a directory); "
+                                            "refusing to replace it", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
     os.close(fd)

@@ -169,6 +169,14 @@ OTHER_CASES = [
     (["parity", "record", "--dtype", "double", "--out", "A"], "unknown dtype"),
     (["parity", "compare", "A"], "give artifact B"),
     (["info", "--backend", "nope"], "unknown backend 'nope'"),
+    (["bench", "ops", "--quick", "--out", os.devnull], "device or special file"),
+    (["bench", "models", "--quick", "--out", "."], "is a directory"),
+    (["bench", "merge", "x.json", "--out", "{file}/t.md"], "is a file, not a directory"),
+    (["bench", "plot", "x.json", "--out", "{file}"], "not a directory"),
+    (["parity", "ops", "--out", "."], "is a directory"),
+    (["parity", "compare", "A", "B", "--out", "{file}"], "not a directory"),
+    (["parity", "loss", "--model", "tiny-wan-t2v", "--out", "{file}/rep"], "is a file"),
+    (["convert", "{file}", "--out", os.devnull], "device or special file"),
     (["convert", "/nonexistent.pt"], "not a file"),
     ([], "required"),
     (["nosuch"], "invalid choice"),
@@ -178,7 +186,8 @@ OTHER_CASES = [
 @pytest.mark.parametrize("argv, msg", OTHER_CASES, ids=[" ".join(a) or "(none)" for a, _ in OTHER_CASES])
 def test_subcommands_refuse_bad_input(tmp_path, monkeypatch, capsys, argv, msg):
     monkeypatch.chdir(tmp_path)
-    _refused(capsys, argv, msg)
+    (tmp_path / "file").write_text("not a folder")
+    _refused(capsys, [a.replace("{file}", str(tmp_path / "file")) for a in argv], msg)
     assert not (tmp_path / "A").exists()
 
 
@@ -237,3 +246,38 @@ def test_json_goes_to_stdout_alone(capsys):
     assert main(["parallel", "plan", "--layout", "1x2x1", "--json"]) == 0
     plans = json.loads(capsys.readouterr().out)
     assert plans[0]["config"] == {"cfg": 1, "sp": 2, "tp": 1}
+
+
+def test_atomic_writes_never_replace_a_device(tmp_path):
+    from phyx.io.atomic import write_text_atomic
+
+    link = tmp_path / "null.json"
+    link.symlink_to(os.devnull)
+    with pytest.raises(FileExistsError, match="not a regular file"):
+        write_text_atomic(link, "{}")
+    assert link.is_symlink() and os.path.exists(os.devnull) and not os.path.isfile(os.devnull)
+    assert [p.name for p in tmp_path.iterdir()] == ["null.json"]
+
+
+def test_generate_json_prints_the_record_alone(monkeypatch, tmp_path, capsys):
+    import importlib
+
+    G = importlib.import_module("phyx.pipelines.generate")
+    rec = {"settings": {"frames": 5, "height": 32, "width": 32}, "task": "t2v", "backend": {"name": "cpu"},
+           "timings": {"total_s": 1.0}}
+    monkeypatch.setattr(G, "generate", lambda a: {"out": tmp_path / "x.mp4", "record": rec,
+                                                  "sidecar": tmp_path / "x.mp4.json"})
+    assert main(["generate", "--json", "--out", str(tmp_path / "x.mp4")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == rec and "wrote" in err
+
+
+def test_deprecated_spellings_still_work_with_a_note(tmp_path, capsys):
+    import torch
+
+    torch.save({"w": torch.ones(2)}, tmp_path / "m.pt")
+    assert main(["convert", str(tmp_path / "m.pt"), str(tmp_path / "m.safetensors")]) == 0
+    assert "phyx: note: the positional OUTPUT is deprecated" in capsys.readouterr().err
+    assert (tmp_path / "m.safetensors").is_file()
+    assert main(["convert", str(tmp_path / "m.pt"), "--out", str(tmp_path / "n.safetensors"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)
