@@ -55,12 +55,17 @@ def _os_error(e: OSError) -> str:
     return f"cannot read or write{where}: {what}; {fix}"
 
 
-def _stdout_failed(e: OSError) -> int:
+def _one_line(msg: str) -> str:
+    """A multi-line library message (e.g. the missing checkpoint parts) as one line."""
+    return "; ".join(ln.strip() for ln in msg.splitlines() if ln.strip()).replace(":; ", ": ")
+
+
+def _stdout_failed(e: OSError, stream) -> int:
     # stdout is gone or full (`> /dev/full`, a closed pipe): say so once, then point fd 1 at
     # /dev/null so the interpreter's own flush at exit does not print a second error
     try:
         fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, sys.__stdout__.fileno())
+        os.dup2(fd, stream.fileno())
         os.close(fd)
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         pass
@@ -114,14 +119,14 @@ def main(argv=None) -> int:
         sys.stdout.flush()
         return code
     except _StdoutError as e:
-        return _stdout_failed(e.err)
+        return _stdout_failed(e.err, real_stdout)
     except CliError as e:
         if e.code == EXIT_USAGE:
             return _error(str(e))
         print(f"phyx: {e}", file=sys.stderr, flush=True)
         return e.code
     except PhyxError as e:
-        return _error(str(e).strip().replace("\n", "; "))
+        return _error(_one_line(str(e)))
     except OSError as e:
         return _error(_os_error(e))
     except KeyboardInterrupt:
