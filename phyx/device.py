@@ -11,11 +11,10 @@ def device_type() -> str:
 
 
 def torch_device(index: int | None = None) -> torch.device:
-    """The torch.device for local device `index` (default: the current one)."""
+    """The torch.device for local device `index` (default: the current one, i.e. this rank's
+    after set_device; never a hard-coded device 0)."""
     b = get_backend()
-    if b.device_type == "cpu":
-        return torch.device("cpu")
-    return torch.device(b.device_type, b.device.current_device() if index is None else index)
+    return b.torch_device(b.device.current_device() if index is None else index)
 
 
 def autocast_device_type() -> str:

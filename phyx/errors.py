@@ -27,3 +27,10 @@ class ParallelConfigError(PhyxError, ValueError):
 
 class CheckpointError(PhyxError):
     pass
+
+
+class UnknownModelError(PhyxError, KeyError):
+    """A model or family name no registry entry knows; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""

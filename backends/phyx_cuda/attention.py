@@ -1,14 +1,10 @@
 """CUDA attention kernels in phyx's B S N D contract: torch SDPA (and its pinned backends),
 flash-attn 2 / 3 and FlashAttention-4 when installed.
 
-One shared wrapper (`make_kernel`) does what every kernel needs the same way:
-- checks each optional argument against the kernel's OpSupport and raises
-  UnsupportedArgumentError for one it cannot honour (never drops it);
-- kv_lens: slices K/V per batch element (one call when all lengths agree), never a dense mask;
-  a zero length gives output 0 and lse -inf, as the reference does;
-- rows that a mask leaves with no key give 0 (lse -inf), whatever the vendor kernel returns;
-- q_lens: zeroes padded query rows (and sets their lse to -inf) after the kernel.
-Each `core` then only sees q/k/v [B, S, N, D], an optional mask, is_causal, scale, return_lse.
+Only the cores live here. The contract every kernel shares (argument checks against its
+OpSupport, kv_lens slicing, dead rows, q_lens) is phyx.kernels.attention_adapter, which
+`make_kernel` puts around each core; a core only sees q/k/v [B, S, N, D], an optional mask,
+is_causal, scale, return_lse.
 """
 from __future__ import annotations
 
@@ -23,6 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from phyx.backend.base import Kernel, OpSupport
 from phyx.errors import BackendUnavailableError, UnsupportedArgumentError
+from phyx.kernels.attention_adapter import contract_attention, fold_causal
 from phyx.kernels.spec import ATTENTION_FEATURES
 
 HALF = frozenset({torch.float16, torch.bfloat16})
@@ -30,92 +27,11 @@ FLOATS = frozenset({torch.float32, torch.float16, torch.bfloat16})
 NO_MASK = ATTENTION_FEATURES - {"bool_mask", "additive_mask"}
 
 
-# --------------------------------------------------------------------------- the wrapper
-def _check(name, support, q, k, attn_mask, kv_lens, q_lens, is_causal, scale, return_lse):
-    support.require_dtype(name, q.dtype)
-    if attn_mask is not None:
-        support.require(name, "bool_mask" if attn_mask.dtype == torch.bool else "additive_mask")
-    for flag, feature in ((kv_lens is not None, "kv_lens"), (q_lens is not None, "q_lens"),
-                          (is_causal, "causal"), (q.shape[2] != k.shape[2], "gqa"),
-                          (return_lse, "lse"), (scale is not None, "scale")):
-        if flag:
-            support.require(name, feature)
-
-
-def _mask_for_batch(mask, b, n_keys):
-    """The slice of a [.., Sq, Skv]-broadcastable mask for batch element b and the first n keys."""
-    if mask is None:
-        return None
-    if mask.dim() == 4 and mask.shape[0] > 1:
-        mask = mask[b:b + 1]
-    return mask[..., :n_keys] if mask.shape[-1] != 1 else mask
-
-
-def _empty_rows(mask, kv_lens, is_causal, B, Nq, Sq, Skv):
-    """Bool [B, Nq, Sq]: query rows that mask, key lengths and causality leave with no key."""
-    keep = mask if mask.dtype == torch.bool else mask > float("-inf")
-    if keep.dim() < 4:
-        keep = keep.view((1,) * (4 - keep.dim()) + tuple(keep.shape))
-    idx = torch.arange(Skv, device=keep.device)
-    if kv_lens is not None:
-        keep = keep & (idx[None, :] < kv_lens.to(keep.device).view(-1, 1))[:, None, None, :]
-    if is_causal:
-        keep = keep & (idx[None, :] <= torch.arange(Sq, device=keep.device)[:, None])
-    return (~keep.any(dim=-1)).expand(B, Nq, Sq)
-
-
+# --------------------------------------------------------------------------- the contract
 def make_kernel(name, support, core, doc=""):
-    def attention(q, k, v, attn_mask=None, kv_lens=None, q_lens=None, is_causal=False,
-                  scale=None, return_lse=False):
-        _check(name, support, q, k, attn_mask, kv_lens, q_lens, is_causal, scale, return_lse)
-        B, Sq, Nq, _ = q.shape
-        Skv = k.shape[1]
-        if kv_lens is None:
-            res = core(q, k, v, attn_mask, is_causal, scale, return_lse)
-        else:
-            lens = [int(n) for n in kv_lens.tolist()]
-            if any(n < 0 or n > Skv for n in lens):
-                raise ValueError(f"kv_lens {lens} out of range [0, {Skv}]")
-            if len(set(lens)) == 1 and lens[0] > 0:
-                n = lens[0]
-                m = attn_mask[..., :n] if attn_mask is not None and attn_mask.shape[-1] != 1 else attn_mask
-                res = core(q, k[:, :n], v[:, :n], m, is_causal, scale, return_lse)
-            else:
-                res = _per_batch(core, q, k, v, attn_mask, lens, is_causal, scale, return_lse)
-        out, lse = res if return_lse else (res, None)
-        if attn_mask is not None:
-            empty = _empty_rows(attn_mask, kv_lens, is_causal, B, Nq, Sq, Skv)
-            out = out.masked_fill(empty.transpose(1, 2)[..., None], 0)
-            if lse is not None:
-                lse = lse.masked_fill(empty, float("-inf"))
-        if q_lens is not None:
-            pad = torch.arange(Sq, device=q.device)[None, :] >= q_lens.to(q.device).view(B, 1)
-            out = out.masked_fill(pad[:, :, None, None], 0)
-            if lse is not None:
-                lse = lse.masked_fill(pad[:, None, :], float("-inf"))
-        return (out, lse) if return_lse else out
-
-    attention.__name__ = attention.__qualname__ = "attention_" + name.replace(".", "_")
-    return Kernel("attention", name, attention, support, "fast", doc)
-
-
-def _per_batch(core, q, k, v, mask, lens, is_causal, scale, return_lse):
-    outs, lses = [], []
-    B, Sq, Nq, _ = q.shape
-    for b, n in enumerate(lens):
-        if n == 0:  # no key at all: output 0, lse -inf (the reference's fully masked row)
-            outs.append(q.new_zeros(1, Sq, Nq, v.shape[-1]))
-            lses.append(torch.full((1, Nq, Sq), float("-inf"), device=q.device))
-            continue
-        r = core(q[b:b + 1], k[b:b + 1, :n], v[b:b + 1, :n], _mask_for_batch(mask, b, n),
-                 is_causal, scale, return_lse)
-        if return_lse:
-            outs.append(r[0])
-            lses.append(r[1])
-        else:
-            outs.append(r)
-    out = torch.cat(outs, dim=0)
-    return (out, torch.cat(lses, dim=0)) if return_lse else out
+    """A phyx attention kernel: the shared contract adapter (phyx.kernels.attention_adapter)
+    around a CUDA core."""
+    return Kernel("attention", name, contract_attention(core, support, name), support, "fast", doc)
 
 
 # --------------------------------------------------------------------------- torch SDPA
@@ -124,15 +40,9 @@ def _bnsd(t):
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _fold_causal(mask, sq, sk, device):
-    """SDPA refuses a mask together with is_causal: fold top-left causal into the mask."""
-    causal = torch.ones(sq, sk, dtype=torch.bool, device=device).tril()
-    return mask & causal if mask.dtype == torch.bool else mask.masked_fill(~causal, float("-inf"))
-
-
 def _sdpa_out(q, k, v, mask, is_causal, scale):
     if mask is not None and is_causal:
-        mask, is_causal = _fold_causal(mask, q.shape[1], k.shape[1], q.device), False
+        mask, is_causal = fold_causal(mask, q.shape[1], k.shape[1]), False
     if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
         mask = mask.to(q.dtype)
     out = F.scaled_dot_product_attention(_bnsd(q), _bnsd(k), _bnsd(v), attn_mask=mask,
@@ -177,7 +87,7 @@ def _efficient_lse(q, k, v, mask, is_causal, scale):
     """aten's memory-efficient kernel with compute_log_sumexp: takes an additive bias and
     top-left causal. Its lse is padded to a multiple of 32 queries: sliced back."""
     if mask is not None and is_causal:
-        mask, is_causal = _fold_causal(mask, q.shape[1], k.shape[1], q.device), False
+        mask, is_causal = fold_causal(mask, q.shape[1], k.shape[1]), False
     bias = _mem_eff_bias(mask, q, k) if mask is not None else None
     k, v = _expand_kv(q, k), _expand_kv(q, v)
     res = torch.ops.aten._scaled_dot_product_efficient_attention(

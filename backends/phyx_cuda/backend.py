@@ -16,6 +16,9 @@ class CudaBackend(Backend):
     dist_backend = "nccl"
     visible_devices_env = "CUDA_VISIBLE_DEVICES"
     priority = 10
+    host_env_vars = ("PYTORCH_CUDA_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING",
+                     "NCCL_NVLS_ENABLE", "PHYX_CUDA_TRITON", "PHYX_CUDA_FA4")
+    kernel_profiler_activity = "CUDA"
 
     @classmethod
     def probe(cls):
@@ -47,6 +50,14 @@ class CudaBackend(Backend):
     def bench_candidate_kernels(self, op):
         """Kernels worth timing for `op` even if not registered (Triton where eager won)."""
         return [k for k in ck.triton_kernels(all_ops=True) if k.op == op]
+
+    @classmethod
+    def determinism_env(cls, debug=False):
+        # cuBLAS reuses one workspace per stream configuration: deterministic split-K reductions.
+        env = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+        if debug:
+            env["CUDA_LAUNCH_BLOCKING"] = "1"   # synchronous launches: errors at the right op
+        return env
 
     def set_reduced_precision_matmul(self, allowed):
         torch.backends.cuda.matmul.allow_tf32 = allowed

@@ -6,6 +6,7 @@ EmulatedTorchNpu. All argument translation is in phyx_npu.translate.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -17,6 +18,12 @@ from phyx_npu.capabilities import capabilities_for
 from phyx_npu.translate import NpuKernels
 
 _NPU_FLOATS = frozenset({torch.float32, torch.float16, torch.bfloat16})
+
+# Determinism and debug switches (set before the runtime / communicators start).
+NPU_DETERMINISM_ENV = {"HCCL_DETERMINISTIC": "true",      # deterministic HCCL reductions
+                       "CLOSE_MATMUL_K_SHIFT": "1"}       # no K-axis split reordering in matmul
+NPU_DEBUG_ENV = {"INF_NAN_MODE_ENABLE": "1",              # IEEE inf/nan instead of saturation
+                 "ASCEND_LAUNCH_BLOCKING": "1"}           # synchronous launches: errors at the right op
 
 # HCCL: bounded failure. The Ascend docs ask for an init_process_group timeout LONGER than both
 # HCCL timeouts, so HCCL's own error (with its reason) comes before the watchdog's. phyx.comm's
@@ -65,6 +72,8 @@ class NpuBackend(Backend):
     dist_backend = "hccl"
     visible_devices_env = "ASCEND_RT_VISIBLE_DEVICES"
     priority = 20
+    host_env_vars = ("TASK_QUEUE_ENABLE", "CPU_AFFINITY_CONF", "PYTORCH_NPU_ALLOC_CONF",
+                     "ASCEND_RT_VISIBLE_DEVICES", "ASCEND_LAUNCH_BLOCKING", "HCCL_BUFFSIZE")
 
     @classmethod
     def probe(cls):
@@ -168,3 +177,34 @@ class NpuBackend(Backend):
         if self.visible_devices_env:
             v["visible_devices"] = os.environ.get(self.visible_devices_env, "(all)")
         return v
+
+    def hardware_info(self) -> dict:
+        return self.soc_info()
+
+    # --- determinism, profiling, communicator memory ----------------------------------------------
+    @classmethod
+    def determinism_env(cls, debug: bool = False) -> dict:
+        env = dict(NPU_DETERMINISM_ENV)
+        if debug:
+            env.update(NPU_DEBUG_ENV)
+        return env
+
+    @contextlib.contextmanager
+    def profiler(self, out_dir: str):
+        """torch_npu's profiler (what Ascend's tools read), CPU + NPU activities, level 1 with
+        AI Core pipe utilisation, a TensorBoard trace into out_dir."""
+        os.makedirs(out_dir, exist_ok=True)
+        prof = self.tnpu.profiler
+        cfg = prof._ExperimentalConfig(profiler_level=prof.ProfilerLevel.Level1,
+                                       aic_metrics=prof.AiCMetrics.PipeUtilization)
+        with prof.profile(activities=[prof.ProfilerActivity.CPU, prof.ProfilerActivity.NPU],
+                          on_trace_ready=prof.tensorboard_trace_handler(out_dir),
+                          record_shapes=True, experimental_config=cfg) as p:
+            yield p
+
+    @classmethod
+    def comm_buffer_cost(cls, config, **options) -> dict:
+        """HCCL: every communicator takes 2 x HCCL_BUFFSIZE (phyx.parallel.plan.hccl_buffer_cost)."""
+        from phyx.parallel.plan import hccl_buffer_cost  # noqa: PLC0415 - plan imports no backend
+
+        return hccl_buffer_cost(config, **options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import platform
 
-from phyx.backend.base import DeviceModule
+from phyx.backend.base import Backend, DeviceModule
 from phyx_npu.backend import NpuBackend
 from phyx_npu.emulator import EmulatedTorchNpu
 
@@ -30,6 +30,13 @@ class NpuEmulatedBackend(NpuBackend):
 
     def dist_env_defaults(self) -> dict:
         return {}   # gloo stands in for HCCL; the HCCL switches would be ignored
+
+    def profiler(self, out_dir: str):
+        return Backend.profiler(self, out_dir)   # torch.profiler on the host, not torch_npu's
+
+    @classmethod
+    def comm_buffer_cost(cls, config, **options) -> dict:
+        return {}   # gloo reserves no HCCL buffers
 
     def describe_devices(self):
         return [f"emulated {self.capabilities.soc} on cpu ({platform.machine()})"]

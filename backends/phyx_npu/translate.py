@@ -27,6 +27,7 @@ import math
 import torch
 
 from phyx.errors import UnsupportedArgumentError
+from phyx.kernels.attention_adapter import fold_causal, zero_rows
 from phyx.ops import reference
 
 # --- helpers a planted-bug test may monkeypatch ---------------------------------------------
@@ -136,8 +137,7 @@ class NpuKernels:
                 fmax = torch.finfo(q.dtype).max
                 pse_f = torch.where(dead, torch.zeros_like(pse_f), pse_f).clamp(-fmax, fmax)
         if is_causal and keep is not None:  # fold causal (top-left) into the user's mask
-            keep = keep & torch.ones(Sq, Skv, dtype=torch.bool, device=dev).tril()
-            is_causal = False
+            keep, is_causal = fold_causal(keep, Sq, Skv), False
         qlens = [int(x) for x in q_lens.tolist()] if q_lens is not None else None
         kvlens = [int(x) for x in kv_lens.tolist()] if kv_lens is not None else None
 
@@ -156,10 +156,7 @@ class NpuKernels:
         else:
             out, lse = self._fa(q, k, v, keep, pse_f, is_causal, sc, return_lse,
                                 rows_may_die=dead_rows is not None)
-        if dead_rows is not None:
-            out = out.masked_fill(dead_rows.transpose(1, 2)[..., None], 0.0)
-            if lse is not None:
-                lse = lse.masked_fill(dead_rows, float("-inf"))
+        out, lse = zero_rows(out, lse, dead_rows)   # the shared contract: output 0, lse -inf
         return (out, lse) if return_lse else out
 
     def _route(self, q, k, v, keep, pse_f, is_causal, kvlens, qlens) -> str:

@@ -1,4 +1,4 @@
-"""Multi-GPU parity and scaling: each parallel layout (tp, Ulysses sp, cfg, hybrids) against the
+"""Multi-GPU parity and scaling: each parallel layout (tp, Ulysses sp, ring, USP, cfg, hybrids) against the
 single-device output of the same seeded weights and inputs, with time per step and efficiency.
 
     torchrun --nproc_per_node 2 benchmarks/multi_gpu/parallel_parity.py \\
@@ -56,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--res", default="480p", choices=mg_models.RESOLUTIONS)
     p.add_argument("--latent", default=None, help="override the latent grid: FxHxW (e.g. 3x6x10)")
     p.add_argument("--modes", default="tp,sp,cfg,hybrid",
-                   help="comma list: tp, sp, cfg, hybrid, all, or layouts like cfg2xsp2, sp4xtp2")
+                   help="comma list: tp, sp, ring, usp, cfg, hybrid, all, or layouts like cfg2xsp2, sp4xtp2, sp2xring2")
     p.add_argument("--layers", type=int, default=None,
                    help="cap the number of transformer blocks (the first blocks of the full model)")
     p.add_argument("--text-len", type=int, default=None, help="text tokens (default: the model's, 512)")
@@ -325,7 +325,7 @@ def _measure_all(args, result, spec, modes, world, device, dtype, t_start) -> di
     rows = []
     result["modes"] = rows
     for mode in modes:
-        row = {"mode": mode.label, "layout": dict(zip(mg_layouts.AXES, mode.layout)) if mode.layout else None,
+        row = {"mode": mode.label, "layout": mode.layout_dict if mode.layout else None,
                "step": "guided" if mode.guided else "cond"}
         rows.append(row)
         if mode.skip:
@@ -333,7 +333,7 @@ def _measure_all(args, result, spec, modes, world, device, dtype, t_start) -> di
             continue
         model = out = None
         try:
-            init_parallel(ParallelConfig(*mode.layout))
+            init_parallel(ParallelConfig(**mode.config_kwargs))
             try:
                 pdev.reset_peak_memory_stats()
                 model = spec.build(dtype, device, args.seed, rng_device)

@@ -65,7 +65,7 @@ GPU=$($PY -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is
 MERGED="$OUT/multi_gpu_$(date -u +%F)_${GPU:-unknown}x${NGPU}.json"
 
 # ---- the plan: name | seconds limit | arguments ----------------------------------------------------
-MODES=${MODES:-tp,sp,cfg,hybrid}
+MODES=${MODES:-tp,sp,ring,cfg,hybrid}
 plan() {
   case $1 in
     fp32)        echo "--model wan-1.3b --res 480p --layers 4 --dtype fp32 --modes $MODES" ;;

@@ -1,11 +1,17 @@
-"""Backend selection: explicit set_backend() > env PHYX_BACKEND > autodetect (NPU before
-CUDA, since vendor shims can make torch.cuda.is_available() lie; CPU last).
+"""Backend selection: explicit set_backend() > env PHYX_BACKEND > autodetect.
 
-Vendors register through the entry-point group "phyx.backends"; the in-tree plug-ins are also
-found by module path so a source checkout works before `pip install -e .`.
+Autodetect probes every registered backend that is not emulated, highest `priority` first, and
+takes the first available one: the NPU (20) before CUDA (10, vendor shims can make
+torch.cuda.is_available() lie), the CPU (0) last. Vendors register through the entry-point group
+"phyx.backends"; the in-tree plug-ins are also found by module path so a source checkout works
+before `pip install -e .`; EXTRA_BACKENDS (or register_backend) adds one for this process only.
+
+using(name, policy) runs a block under another backend and restores the previous state;
+reset() returns to the state of a fresh process (no backend chosen, no pins, policy 'fast').
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from importlib import metadata
@@ -18,18 +24,28 @@ from phyx.ops import _dispatch
 ENTRY_POINT_GROUP = "phyx.backends"
 _IN_TREE = {"cuda": "phyx_cuda:CudaBackend", "npu": "phyx_npu:NpuBackend",
             "npu-emulated": "phyx_npu.emulated:NpuEmulatedBackend"}
-AUTODETECT_ORDER = ("npu", "cuda")  # then cpu
+DEFAULT_POLICY = "fast"
+# In-process registrations (tests, notebooks): name -> Backend subclass or 'module:Class'.
+EXTRA_BACKENDS: dict = {}
 
 _active: dict = {"backend": None, "reason": None}
 
 
-def _load(spec: str):
+def _load(spec):
+    if not isinstance(spec, str):
+        return spec
     mod, _, attr = spec.partition(":")
     return getattr(importlib.import_module(mod), attr)
 
 
+def register_backend(name: str, target) -> None:
+    """Register a backend for this process: a Backend subclass or 'module:Class'. Installed
+    plug-ins use the entry-point group "phyx.backends" instead."""
+    EXTRA_BACKENDS[name] = target
+
+
 def registered_backends() -> dict[str, str]:
-    """name -> 'module:Class' for every known backend (built-in, entry points, in-tree)."""
+    """name -> 'module:Class' for every known backend (built-in, in-tree, entry points, extra)."""
     found = {"cpu": "phyx.backend.cpu:CpuBackend"}
     found.update(_IN_TREE)
     try:
@@ -37,6 +53,8 @@ def registered_backends() -> dict[str, str]:
             found[ep.name] = ep.value
     except Exception:  # broken metadata must not break selection
         pass
+    for name, target in EXTRA_BACKENDS.items():
+        found[name] = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
     return found
 
 
@@ -46,7 +64,9 @@ def backend_class(name: str) -> type[Backend]:
         raise UnknownBackendError(
             f"unknown backend {name!r}; known backends: {', '.join(sorted(known))}. "
             f"A third-party vendor registers one through the entry-point group {ENTRY_POINT_GROUP!r}.")
-    return CpuBackend if name == "cpu" else _load(known[name])
+    if name == "cpu":
+        return CpuBackend
+    return _load(EXTRA_BACKENDS.get(name, known[name]))
 
 
 def probe_all() -> dict[str, tuple[bool, str]]:
@@ -96,17 +116,36 @@ def get_policy() -> str:
     return _dispatch.get_policy()
 
 
-def autodetect() -> tuple[str, str]:
-    tried = []
-    for name in AUTODETECT_ORDER:
+def autodetect_candidates() -> tuple[list[tuple[int, str, type]], list[str]]:
+    """([(priority, name, class)] highest priority first, [plug-ins that failed to load]).
+    Emulated backends are never candidates."""
+    found, broken = [], []
+    for name in registered_backends():
         try:
-            ok, why = backend_class(name).probe()
-        except Exception as e:
-            ok, why = False, f"plug-in failed to load: {e}"
+            cls = backend_class(name)
+        except Exception as e:  # a plug-in that fails to import is reported, not fatal
+            broken.append(f"{name}: plug-in failed to load: {e}")
+            continue
+        if not getattr(cls, "emulated", False):
+            found.append((int(getattr(cls, "priority", 0)), name, cls))
+    found.sort(key=lambda t: (-t[0], t[1] != "cpu", t[1]))   # cpu first among its equals
+    return found, broken
+
+
+def autodetect() -> tuple[str, str]:
+    """(name, why): the available non-emulated backend of highest priority."""
+    candidates, tried = autodetect_candidates()
+    for _, name, cls in candidates:
+        try:
+            ok, why = cls.probe()
+        except Exception as e:  # probe must not raise; one that does is skipped
+            ok, why = False, f"probe failed: {type(e).__name__}: {e}"
         if ok:
+            if name == "cpu":
+                return name, "autodetected: no accelerator (" + "; ".join(tried) + ")"
             return name, f"autodetected ({name}: {why})"
         tried.append(f"{name}: {why}")
-    return "cpu", "autodetected: no accelerator (" + "; ".join(tried) + ")"
+    return "cpu", "autodetected: no backend probed available (" + "; ".join(tried) + ")"
 
 
 def get_backend() -> Backend:
@@ -123,3 +162,40 @@ def get_backend() -> Backend:
 def selection_reason() -> str:
     get_backend()
     return _active["reason"]
+
+
+@contextlib.contextmanager
+def using(name: str, policy: str | None = None):
+    """Run the block under backend `name` (and `policy`; default: keep the current one), then
+    restore the previous backend, policy and kernel pins, or the not-yet-chosen state, so env
+    selection still applies later. Yields the backend."""
+    prev, prev_reason = _active["backend"], _active["reason"]
+    prev_policy, prev_pins = _dispatch.get_policy(), _dispatch.pins()
+    backend = set_backend(name, policy or prev_policy, _reason=f"phyx.backend.using({name!r})")
+    try:
+        yield backend
+    finally:
+        _dispatch.unbind(prev_policy, prev_pins)
+        if prev is not None:
+            _apply_precision(prev, prev_policy)
+            _dispatch.rebuild(prev, prev_policy)
+        _active["backend"], _active["reason"] = prev, prev_reason
+
+
+def reset() -> None:
+    """Back to a fresh process: no backend chosen (the next op call or get_backend() selects one
+    from PHYX_BACKEND or autodetect), no kernel pins, policy 'fast'."""
+    _dispatch.unbind(DEFAULT_POLICY, pins={})
+    _active["backend"], _active["reason"] = None, None
+
+
+def host_env_vars() -> tuple[str, ...]:
+    """Host-side environment variables that change timings or results, declared by every
+    registered backend (recorded in result files whichever backend ran)."""
+    names: dict[str, None] = {}
+    for name in registered_backends():
+        try:
+            names.update(dict.fromkeys(backend_class(name).host_env_vars))
+        except Exception:  # a plug-in that fails to import declares nothing
+            continue
+    return tuple(names)

@@ -1,11 +1,24 @@
 """The backend interface: what one vendor plug-in provides.
 
 Kept deliberately small (vLLM's Platform is the model): identity, a device module, the
-process-group backend name, the kernels it registers per op, and a version report.
+process-group backend name, the kernels it registers per op, a version report, and every vendor
+hook generic code calls, each declared here with a default (generic code never probes a backend
+with hasattr, nor decides by its name):
+
+- hardware_info() -> dict            chip / firmware / runtime versions (`phyx info`, manifests)
+- determinism_env(debug) -> dict     env switches for deterministic (and debug) runs (classmethod)
+- profiler(out_dir)                  context manager: the vendor's profiler around a block
+- kernel_profiler_activity           torch.profiler activity that sees device kernels, or None
+- set_reduced_precision_matmul / precision_flags   TF32 / HF32
+- host_env_vars                      host settings that change timings (recorded with results)
+- dist_env_defaults() -> dict        bounded collective failures
+- comm_buffer_cost(config) -> dict   device memory the layout's communicators take (classmethod)
+- bench_direct_attention / bench_candidate_kernels   benchmark baselines and extra candidates
 """
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Iterable
 
 import torch
@@ -160,8 +173,11 @@ class Backend:
     device_type: str = "cpu"          # torch device type tensors live on
     dist_backend: str = "gloo"        # process-group backend name
     visible_devices_env: str | None = None
-    emulated: bool = False            # True: runs are never reported as real-hardware results
-    priority: int = 0                 # autodetect order: higher first
+    emulated: bool = False            # True: runs are never reported as real-hardware results;
+                                      # never autodetected
+    priority: int = 0                 # autodetect order: higher first (npu 20, cuda 10, cpu 0)
+    host_env_vars: tuple = ()         # host settings that change timings on this vendor
+    kernel_profiler_activity: str | None = None   # torch.profiler.ProfilerActivity name of device kernels
 
     @classmethod
     def probe(cls) -> tuple[bool, str]:
@@ -199,3 +215,50 @@ class Backend:
 
     def describe_devices(self) -> list[str]:
         return [self.device.get_device_name(i) for i in range(self.device.device_count())]
+
+    # --- vendor hooks with defaults --------------------------------------------------------
+    def hardware_info(self) -> dict:
+        """Chip, firmware and runtime versions beyond versions() (e.g. SoC, CANN, driver)."""
+        return {}
+
+    @classmethod
+    def determinism_env(cls, debug: bool = False) -> dict:
+        """Env switches that make runs deterministic on this vendor (debug: plus synchronous
+        launches / IEEE inf-nan). Read at runtime / communicator start: set them early."""
+        return {}
+
+    def profiler(self, out_dir: str):
+        """A context manager recording a trace of the block into out_dir (default: torch.profiler
+        with this backend's kernel activity, a Chrome trace out_dir/trace.json)."""
+        return torch_profiler(out_dir, self.kernel_profiler_activity)
+
+    @classmethod
+    def comm_buffer_cost(cls, config, **options) -> dict:
+        """Device memory the communicators of parallel layout `config` take per rank on this
+        vendor ({} when the vendor reserves none up front). A classmethod: plans for a vendor
+        not present here."""
+        return {}
+
+    def bench_direct_attention(self, q, k, v, causal) -> dict:
+        """{label: zero-argument callable}: the vendor's attention kernels called without phyx,
+        the baseline a benchmark holds phyx's dispatch to."""
+        return {}
+
+    def bench_candidate_kernels(self, op: str) -> list:
+        """Kernels worth timing for op even though not registered (e.g. where eager won)."""
+        return []
+
+
+@contextlib.contextmanager
+def torch_profiler(out_dir: str, device_activity: str | None = None):
+    """torch.profiler over the block (CPU, plus `device_activity` such as 'CUDA'), exported as a
+    Chrome trace to out_dir/trace.json."""
+    import torch.profiler as tp
+
+    os.makedirs(out_dir, exist_ok=True)
+    acts = [tp.ProfilerActivity.CPU]
+    if device_activity:
+        acts.append(getattr(tp.ProfilerActivity, device_activity))
+    with tp.profile(activities=acts, record_shapes=True) as p:
+        yield p
+    p.export_chrome_trace(os.path.join(out_dir, "trace.json"))

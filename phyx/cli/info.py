@@ -31,8 +31,7 @@ def _cmd_info(args) -> int:
         "known_backends": {n: {"available": ok, "detail": why}
                            for n, (ok, why) in probe_all().items()},
     }
-    if hasattr(b, "soc_info"):
-        info["soc"] = b.soc_info()
+    info["hardware"] = b.hardware_info()
     if args.json:
         print_json(info)
         return 0
@@ -42,8 +41,8 @@ def _cmd_info(args) -> int:
     print(f"device    : {info['device_type']}  {', '.join(info['devices'])}")
     print(f"collective: {info['process_group_backend']}  (visible devices env: {info['visible_devices_env']})")
     print("versions  : " + ", ".join(f"{k}={v}" for k, v in info["versions"].items()))
-    if info.get("soc"):
-        print("soc       : " + ", ".join(f"{k}={v}" for k, v in info["soc"].items()))
+    if info["hardware"]:
+        print("hardware  : " + ", ".join(f"{k}={v}" for k, v in info["hardware"].items()))
     if info["precision_flags"]:
         print("precision : " + ", ".join(f"{k}={v}" for k, v in info["precision_flags"].items()))
     print("kernels (op -> chosen   [available]):")

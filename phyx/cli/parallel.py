@@ -1,4 +1,5 @@
-"""`phyx parallel plan`: communication volume and HCCL buffer cost of a layout."""
+"""`phyx parallel plan`: communication volume and HCCL buffer cost of a layout (cfg x sp x tp,
+sp = ulysses x ring)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,8 @@ _SIZES = ("seq_len", "hidden", "heads", "kv_heads", "head_dim", "ffn", "layers",
 
 
 def layout_arg(text: str):
-    """'CFGxSPxTP', three positive integers, e.g. 2x2x2."""
+    """'CFGxSPxTP[xRING]': three or four positive integers, e.g. 2x2x2; a fourth splits sp as
+    ulysses x ring (1x4x1x2: sp 4 = ulysses 2 x ring 2)."""
     from phyx.errors import ParallelConfigError
     from phyx.parallel.state import ParallelConfig
 
@@ -18,11 +20,11 @@ def layout_arg(text: str):
         nums = [int(p) for p in parts]
     except ValueError:
         nums = None
-    if nums is None or len(nums) != 3 or min(nums) < 1:
-        raise argparse.ArgumentTypeError(f"layout {text!r} is not cfg x sp x tp: three positive integers "
-                                         f"joined by 'x', e.g. 1x2x2")
+    if nums is None or len(nums) not in (3, 4) or min(nums) < 1:
+        raise argparse.ArgumentTypeError(f"layout {text!r} is not cfg x sp x tp [x ring]: three or four "
+                                         f"positive integers joined by 'x', e.g. 1x2x2 or 1x4x1x2")
     try:
-        return ParallelConfig(*nums)
+        return ParallelConfig(*nums[:3], ring=nums[3] if len(nums) > 3 else None)
     except ParallelConfigError as e:
         raise argparse.ArgumentTypeError(f"layout {text!r}: {e}") from None
 
@@ -54,7 +56,8 @@ def register(sub) -> None:
 
     pp.add_argument("--model", default="wan2.1-1.3b-480p", choices=sorted(PRESETS))
     pp.add_argument("--layout", nargs="+", type=layout_arg, default=["1x1x2", "1x2x1", "2x1x1", "2x2x2"],
-                    help="cfg x sp x tp, e.g. 2x2x2 (several allowed)")
+                    help="cfg x sp x tp [x ring], e.g. 2x2x2; 1x4x1x2 = sp 4 as ulysses 2 x ring 2 "
+                         "(several allowed)")
     for name in _SIZES:
         pp.add_argument("--" + name.replace("_", "-"), dest=name, type=positive_int, default=None,
                         help="override the preset (a positive integer)")

@@ -7,12 +7,24 @@ import torch
 
 from phyx.errors import LayoutError
 from phyx.ops import reference, rope_tables
-from phyx.ops._dispatch import OP_NAMES, available_kernels, chosen_kernel, chosen_kernels, get_policy, use_kernel
+from phyx.ops._dispatch import (
+    OP_NAMES,
+    available_kernels,
+    call_kernel,
+    chosen_kernel,
+    chosen_kernels,
+    get_policy,
+    kernel_override,
+    observe,
+    use_kernel,
+)
 from phyx.ops._dispatch import K as _K
+from phyx.ops._dispatch import pinned as pinned_kernel
 
 __all__ = ["attention", "rms_norm", "layer_norm", "rope", "modulate", "gated_residual", "norm_modulate", "gelu",
-           "silu", "swiglu", "relu2", "rope_tables", "reference", "use_kernel", "chosen_kernels",
-           "chosen_kernel", "available_kernels", "get_policy", "OP_NAMES"]
+           "silu", "swiglu", "relu2", "rope_tables", "reference", "use_kernel", "kernel_override", "pinned_kernel",
+           "observe", "call_kernel", "chosen_kernels", "chosen_kernel", "available_kernels", "get_policy",
+           "OP_NAMES"]
 
 
 def attention(q, k, v, attn_mask=None, *, kv_lens=None, q_lens=None, is_causal=False,

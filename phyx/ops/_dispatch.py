@@ -1,8 +1,11 @@
-"""The per-process kernel table. Rebuilt when the backend, policy or a pinned kernel changes,
-so a call costs one attribute lookup plus the kernel itself (dispatch target < 2 us)."""
+"""The per-process kernel table. Rebuilt when the backend, policy, a pinned kernel or the set of
+observers changes, so a call costs one attribute lookup plus the kernel itself (dispatch target
+< 2 us); observers add a wrapper only while one is registered."""
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
+from typing import Callable
 
 import torch
 
@@ -45,7 +48,6 @@ REFERENCE_KERNELS = {
 }
 
 
-
 def _bootstrap(op: str):
     """Until a backend is chosen, the first call of any op selects one (env / autodetect)."""
     def first_call(*args):
@@ -60,6 +62,7 @@ def _bootstrap(op: str):
 K = SimpleNamespace(**{name: _bootstrap(name) for name in REFERENCE_KERNELS})
 _chosen: dict[str, Kernel] = dict(REFERENCE_KERNELS)
 _pinned: dict[str, str] = {}
+_observers: list[Callable] = []
 # Default policy 'fast' (vendor kernels); parity runs switch to 'reference'.
 _state = {"policy": "fast", "backend": None}
 
@@ -84,9 +87,91 @@ def rebuild(backend, policy: str) -> None:
         elif policy == "fast" and vendor.get(op):
             choice = vendor[op][0]
         _chosen[op] = choice
-        setattr(K, op, choice.fn)
+        setattr(K, op, _observed(op, choice) if _observers else choice.fn)
     _state["policy"] = policy
     _state["backend"] = backend
+
+
+def unbind(policy: str, pins: dict[str, str] | None = None) -> None:
+    """No backend chosen yet: the table selects one (env / autodetect) on the first op call.
+    pins: the kernel pins to keep (None: keep the current ones)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown kernel policy {policy!r}; choose one of {POLICIES}")
+    if pins is not None:
+        _pinned.clear()
+        _pinned.update(pins)
+    _chosen.update(REFERENCE_KERNELS)
+    for op in OP_NAMES:
+        setattr(K, op, _bootstrap(op))
+    _state["policy"] = policy
+    _state["backend"] = None
+
+
+def _observed(op: str, kernel: Kernel) -> Callable:
+    fn, name = kernel.fn, kernel.name
+
+    def call(*args):
+        out = fn(*args)
+        for cb in tuple(_observers):
+            cb(op, name, args, out)
+        return out
+    call.__wrapped__ = fn
+    return call
+
+
+def _ensure_backend() -> None:
+    if _state["backend"] is None:
+        from phyx.backend import get_backend  # noqa: PLC0415 - the table imports no backend at load
+
+        get_backend()  # selects a backend (env / autodetect), which rebuilds the table
+
+
+def _refresh() -> None:
+    _ensure_backend()
+    rebuild(_state["backend"], _state["policy"])
+
+
+@contextlib.contextmanager
+def observe(callback: Callable) -> None:
+    """Call callback(op, kernel_name, args, out) after every phyx.ops kernel call in the block
+    (args: the kernel's positional arguments). Survives backend and policy switches inside it."""
+    _observers.append(callback)
+    try:
+        _refresh()
+        yield
+    finally:
+        _observers.remove(callback)
+        if _state["backend"] is not None:
+            rebuild(_state["backend"], _state["policy"])
+
+
+@contextlib.contextmanager
+def kernel_override(op: str, name: str | None):
+    """Pin op to kernel `name` (None: unpinned) for the block, then restore the previous pin."""
+    prev = pinned(op)
+    use_kernel(op, name)
+    try:
+        yield chosen_kernel(op)
+    finally:
+        use_kernel(op, prev)
+
+
+def pinned(op: str) -> str | None:
+    """The kernel name op is pinned to, or None."""
+    return _pinned.get(op)
+
+
+def pins() -> dict[str, str]:
+    """Every pin in force: op -> kernel name."""
+    return dict(_pinned)
+
+
+def call_kernel(op: str, *args):
+    """Call op's chosen kernel with the kernel's positional arguments (what observe() reports):
+    replays a recorded op call without phyx.ops' argument validation."""
+    if op not in OP_NAMES:
+        raise ValueError(f"unknown op {op!r}; ops are {OP_NAMES}")
+    return getattr(K, op)(*args)
 
 
 def _find(op: str, name: str, vendor: dict[str, list[Kernel]]) -> Kernel:
@@ -108,11 +193,11 @@ def use_kernel(op: str, name: str | None) -> None:
     """Pin op to the kernel called `name` (None unpins). Raises if it does not exist here."""
     if op not in OP_NAMES:
         raise ValueError(f"unknown op {op!r}; ops are {OP_NAMES}")
+    _ensure_backend()
     if name is None:
         _pinned.pop(op, None)
     else:
-        backend = _state["backend"]
-        _find(op, name, _vendor_kernels(backend) if backend is not None else {})
+        _find(op, name, _vendor_kernels(_state["backend"]))
         _pinned[op] = name
     rebuild(_state["backend"], _state["policy"])
 

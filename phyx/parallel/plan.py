@@ -5,8 +5,11 @@ Counting rules (bytes *sent* by one rank; ring algorithms, the usual lower bound
 - TP all-reduce of n bytes: 2 (t-1)/t n (reduce-scatter + all-gather). Per layer: self-attn out,
   cross-attn out, FFN out (activations [B, S/sp, C]) plus the QK-norm sums of squares
   ([B, S/sp, 1] fp32 for q and k).
-- Ulysses all-to-all of a local tensor of n bytes: (s-1)/s n. Per layer: q, k, v and the output
-  ([B, S/s, heads/t, D]); KV heads that do not divide by sp are repeated to the query count.
+- Ulysses all-to-all of a local tensor of n bytes: (u-1)/u n within the ulysses group. Per
+  layer: q, k, v and the output ([B, S/sp, heads/t, D]); KV heads that do not divide by ulysses
+  are repeated to the query count.
+- Ring attention (sp = ulysses x ring): r-1 steps per layer, each sending this rank's K and V
+  block ([B, S/r, kv heads/(t u), D] each) to the next rank of the ring.
 - CFG: one all-gather of the prediction per step: (c-1) x [B, S, C_out]; SP's final gather of the
   output per step: (s-1)/s x [B, S, C_out].
 - HCCL: every communicator takes 2 x HCCL_BUFFSIZE of device memory (send + receive, CANN docs);
@@ -52,13 +55,17 @@ def comm_volume(shape: DiTShape, config: ParallelConfig) -> dict:
         act = shape.batch * s_local * shape.hidden * b
         norm = shape.batch * s_local * 4 * 2
         per_layer["tp_all_reduce"] = 2 * (t - 1) / t * (3 * act + norm)
-    if sp > 1:
-        hq = shape.heads // t
-        hkv = shape.kv_heads // t
-        if hkv % sp:
-            hkv = hq
+    u, r = config.ulysses, config.ring
+    hq = shape.heads // t
+    hkv = shape.kv_heads // t
+    if hkv % u:
+        hkv = hq
+    if u > 1:
         one = shape.batch * s_local * shape.head_dim * b
-        per_layer["sp_all_to_all"] = (sp - 1) / sp * one * (2 * hq + 2 * hkv)
+        per_layer["sp_all_to_all"] = (u - 1) / u * one * (2 * hq + 2 * hkv)
+    if r > 1:
+        block = shape.batch * (s_local * u) * (hkv // u) * shape.head_dim * b
+        per_layer["ring_kv"] = (r - 1) * 2 * block
     per_step: dict[str, float] = {}
     pred = shape.batch * s_len * shape.out_channels * b
     if c > 1:
@@ -77,15 +84,23 @@ def hccl_buffer_cost(config: ParallelConfig, buffsize_mb: float | None = None,
     if buffsize_mb is None:
         buffsize_mb = float(os.environ.get("HCCL_BUFFSIZE", 200))
     axes = [a for a in AXES if getattr(config, a) > 1]
+    if config.ulysses > 1 and config.ring > 1:   # USP: a ulysses and a ring group inside sp
+        axes += ["ulysses", "ring"]
     groups = (1 if config.world_size > 1 else 0) + len(axes) + extra_groups
     return {"groups_per_rank": groups, "groups": (["world"] if groups else []) + axes,
             "hccl_buffsize_mb": buffsize_mb, "mb_per_rank": groups * 2 * buffsize_mb}
 
 
-def plan(shape: DiTShape, config: ParallelConfig, buffsize_mb: float | None = None) -> dict:
+def plan(shape: DiTShape, config: ParallelConfig, buffsize_mb: float | None = None,
+         backend: str = "npu") -> dict:
+    """The layout's communication volume, and the communicator memory `backend` reserves for it
+    (its comm_buffer_cost hook; the vendor need not be present here)."""
+    from phyx.backend import backend_class
+
     config.check_heads(shape.heads, shape.kv_heads)
+    cost = backend_class(backend).comm_buffer_cost(config, buffsize_mb=buffsize_mb)
     return {"config": asdict(config), "shape": asdict(shape),
-            "volume_bytes": comm_volume(shape, config), "hccl": hccl_buffer_cost(config, buffsize_mb)}
+            "volume_bytes": comm_volume(shape, config), "hccl": cost}
 
 
 def _mb(x: float) -> str:
@@ -94,7 +109,8 @@ def _mb(x: float) -> str:
 
 def format_plan(p: dict) -> str:
     c, v, h = p["config"], p["volume_bytes"], p["hccl"]
-    lines = [f"layout cfg={c['cfg']} sp={c['sp']} tp={c['tp']} (world {c['cfg'] * c['sp'] * c['tp']});"
+    ring = f" (ulysses {c['ulysses']} x ring {c['ring']})" if c.get("ring", 1) > 1 else ""
+    lines = [f"layout cfg={c['cfg']} sp={c['sp']}{ring} tp={c['tp']} (world {c['cfg'] * c['sp'] * c['tp']});"
              f" shape {p['shape']}",
              "bytes sent per rank per layer:"]
     for k, x in v["per_layer"].items():

@@ -1,8 +1,9 @@
-"""A generic DiT block built from phyx.ops and the parallel layers, used to prove that every
-parallel layout (cfg x sp x tp) gives the single-device answer. It has what the real models
-need: adaLN modulation from per-token conditioning, fused QKV with GQA, RMSNorm over all heads
-(Wan's QK-norm, all-reduced under TP), RoPE, Ulysses self-attention, cross-attention to a
-replicated text context, a gated [gate | up] SwiGLU MLP, row-parallel outputs.
+"""A generic DiT block built from phyx.ops and parallelised by a declarative plan, used to prove
+that every parallel layout (cfg x sp x tp, sp = ulysses x ring) gives the single-device answer.
+It has what the real models need: adaLN modulation from per-token conditioning, fused QKV with
+GQA (Colwise with sections), RMSNorm over all heads (HeadShardedRMSNorm: all-reduced under TP),
+RoPE, sequence-parallel self-attention (SequenceParallel: Ulysses, ring or USP), cross-attention
+to a replicated text context, a gated [gate | up] SwiGLU MLP, row-parallel outputs.
 """
 from __future__ import annotations
 
@@ -11,9 +12,29 @@ import torch.nn as nn
 
 import phyx.ops as ops
 from phyx.parallel.cfg import cfg_gather_combine, cfg_split
-from phyx.parallel.layers import ColumnParallelLinear, QKVParallelLinear, RowParallelLinear, TPRMSNorm
-from phyx.parallel.state import ParallelState, get_parallel_state
-from phyx.parallel.ulysses import sp_gather, sp_pad_and_shard, sp_shard_rope, ulysses_attention
+from phyx.parallel.sequence import SequenceParallel
+from phyx.parallel.state import ParallelState, check_layout, get_parallel_state
+from phyx.parallel.styles import Colwise, HeadShardedRMSNorm, Rowwise, parallelize
+
+
+class RMSWeight(nn.Module):
+    """A plain RMSNorm with a gain (what HeadShardedRMSNorm turns into a TP norm)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(dim)), eps
+
+    def forward(self, x):
+        return ops.rms_norm(x, self.weight, self.eps)
+
+
+def tp_plan(dim, num_heads, num_kv_heads, ffn_dim, head_dim) -> dict:
+    """The toy block's TP plan (its fused layers' sections depend on the sizes)."""
+    q, kv = num_heads * head_dim, num_kv_heads * head_dim
+    return {"qkv": Colwise(sections=(q, kv, kv)), "norm_q": HeadShardedRMSNorm(),
+            "norm_k": HeadShardedRMSNorm(), "o": Rowwise(), "cross_q": Colwise(),
+            "cross_kv": Colwise(sections=(dim, dim)), "cross_o": Rowwise(),
+            "ffn_in": Colwise(sections=(ffn_dim, ffn_dim)), "ffn_out": Rowwise()}
 
 
 class TinyDiTBlock(nn.Module):
@@ -21,30 +42,40 @@ class TinyDiTBlock(nn.Module):
                  *, state: ParallelState | None = None):
         super().__init__()
         st = state if state is not None else get_parallel_state()
-        st.config.check_heads(num_heads, num_kv_heads)
+        check_layout(num_heads, num_kv_heads, st.config, "the toy block")
         self.state, self.eps = st, eps
         self.head_dim = dim // num_heads
+        self.q_share = num_heads / (num_heads + 2 * num_kv_heads)   # of the fused qkv width
+        hd = self.head_dim
         self.modulation = nn.Parameter(torch.randn(1, 1, 6, dim) / dim ** 0.5)
-        self.qkv = QKVParallelLinear(dim, num_heads, num_kv_heads, self.head_dim, state=st)
-        self.norm_q = TPRMSNorm(num_heads * self.head_dim, eps, state=st)
-        self.norm_k = TPRMSNorm(num_kv_heads * self.head_dim, eps, state=st)
-        self.o = RowParallelLinear(num_heads * self.head_dim, dim, state=st)
-        self.cross_q = ColumnParallelLinear(dim, dim, state=st)
-        self.cross_kv = ColumnParallelLinear(text_dim, 2 * dim, sections=(dim, dim), state=st)
-        self.cross_o = RowParallelLinear(dim, dim, state=st)
-        self.ffn_in = ColumnParallelLinear(dim, 2 * ffn_dim, sections=(ffn_dim, ffn_dim), state=st)
-        self.ffn_out = RowParallelLinear(ffn_dim, dim, state=st)
+        self.qkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * hd)
+        self.norm_q = RMSWeight(num_heads * hd, eps)
+        self.norm_k = RMSWeight(num_kv_heads * hd, eps)
+        self.o = nn.Linear(num_heads * hd, dim)
+        self.cross_q = nn.Linear(dim, dim)
+        self.cross_kv = nn.Linear(text_dim, 2 * dim)
+        self.cross_o = nn.Linear(dim, dim)
+        self.ffn_in = nn.Linear(dim, 2 * ffn_dim)
+        self.ffn_out = nn.Linear(ffn_dim, dim)
+        parallelize(self, tp_plan(dim, num_heads, num_kv_heads, ffn_dim, hd), st)
+
+    def split_qkv(self, y):
+        """[.., (Nq + 2 Nkv) * D] (this rank's heads) -> q [.., Nq, D], k, v [.., Nkv, D]."""
+        q_w = round(y.shape[-1] * self.q_share)
+        kv_w = (y.shape[-1] - q_w) // 2
+        q, k, v = y.split([q_w, kv_w, kv_w], dim=-1)
+        return tuple(t.unflatten(-1, (-1, self.head_dim)) for t in (q, k, v))
 
     def forward(self, x, e, ctx, cos, sin, valid_len: int):
         """x [B, S_local, C], e [B, S_local, 6, C] per-token conditioning, ctx [B, L, text_dim]
         (replicated), cos/sin [S_local, D/2] (this rank's slice); valid_len: true sequence length."""
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + e).unbind(2)
         h = ops.modulate(ops.layer_norm(x, eps=self.eps), shift1, scale1)
-        q, k, v = self.qkv.split(self.qkv(h))
+        q, k, v = self.split_qkv(self.qkv(h))
         q = self.norm_q(q.flatten(2)).unflatten(-1, q.shape[-2:])
         k = self.norm_k(k.flatten(2)).unflatten(-1, k.shape[-2:])
         q, k = ops.rope(q, cos, sin), ops.rope(k, cos, sin)
-        a = ulysses_attention(q, k, v, valid_len=valid_len, state=self.state)
+        a = SequenceParallel(valid_len, self.state).attention(q, k, v)
         x = ops.gated_residual(x, self.o(a.flatten(2)), gate1)
         h = ops.layer_norm(x, eps=self.eps)
         cq = self.cross_q(h).unflatten(-1, (-1, self.head_dim))
@@ -56,11 +87,10 @@ class TinyDiTBlock(nn.Module):
 
 def run_block(block: TinyDiTBlock, x, e, ctx, cos, sin):
     """Full-sequence inputs in, full-sequence output out: shard by SP, run, gather."""
-    st = block.state
-    xl, n = sp_pad_and_shard(x, 1, state=st)
-    el, _ = sp_pad_and_shard(e, 1, state=st)
-    cl, sl = sp_shard_rope(cos, sin, state=st)
-    return sp_gather(block(xl, el, ctx, cl, sl, n), 1, n, state=st)
+    n = x.shape[1]
+    sp = SequenceParallel(n, block.state)
+    cl, sl = sp.shard_rope(cos, sin)
+    return sp.gather(block(sp.shard(x), sp.shard(e), ctx, cl, sl, n))
 
 
 def guided_step(block: TinyDiTBlock, x, e, ctx_cond, ctx_uncond, cos, sin, guidance: float):
@@ -114,11 +144,13 @@ def run_case(state: ParallelState, seed: int, seq_len: int, guidance: float = 5.
                            inp["cos"], inp["sin"], guidance)
 
 
-def run_layout(cfg: int, sp: int, tp: int, seed: int, seq_len: int, guidance: float = 5.0, **kw):
-    """Rank entry point for multi-process tests: init the layout, run the case, reset."""
+def run_layout(cfg: int, sp: int, tp: int, seed: int, seq_len: int, guidance: float = 5.0, *,
+               ring: int = 1, **kw):
+    """Rank entry point for multi-process tests: init the layout (sp = ulysses x ring), run the
+    case, reset."""
     from phyx.parallel.state import ParallelConfig, init_parallel, reset_parallel_state
 
-    state = init_parallel(ParallelConfig(cfg, sp, tp))
+    state = init_parallel(ParallelConfig(cfg, sp, tp, ring=ring))
     try:
         return run_case(state, seed, seq_len, guidance, **kw)
     finally:

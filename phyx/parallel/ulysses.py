@@ -1,5 +1,6 @@
-"""Ulysses sequence parallel: each SP rank holds S/sp tokens; attention trades sequence for
-heads with one all-to-all per q/k/v and one for the output.
+"""Sequence sharding helpers (pad, shard, gather, RoPE slicing) shared by every SP mode; the
+attention itself lives in phyx.parallel.sequence (Ulysses: one all-to-all per q/k/v trades
+sequence for heads, and one for the output).
 
 Sequences of any length: pad to a multiple of sp at the end (sp_pad_and_shard), and mask the
 padded keys out of attention by key length (kv_lens) -- never a dense mask. Padded query rows
@@ -12,9 +13,7 @@ from __future__ import annotations
 
 import torch
 
-import phyx.ops as ops
 from phyx import comm
-from phyx.errors import ParallelConfigError
 from phyx.parallel.state import ParallelState, get_parallel_state
 
 
@@ -72,43 +71,15 @@ def sp_shard_rope(cos: torch.Tensor, sin: torch.Tensor, *, state: ParallelState 
             sin.chunk(st.sp_size, dim=dim)[st.sp_rank].contiguous())
 
 
-def check_ulysses_heads(num_heads: int, sp: int) -> None:
-    if num_heads % sp:
-        raise ParallelConfigError(
-            f"Ulysses: the {num_heads} attention heads on this rank (after any TP split) do not "
-            f"divide by sp={sp}; heads must divide by sp (x tp). Choose sp from "
-            f"{[d for d in range(1, num_heads + 1) if num_heads % d == 0]} or use ring attention")
-
-
 def ulysses_attention(q, k, v, *, kv_lens=None, valid_len: int | None = None, is_causal=False,
-                      scale=None, attn_mask=None, state: ParallelState | None = None):
-    """Self-attention over the full sequence from local-sequence q/k/v [B, S/sp, N, D] holding
-    all (TP-local) heads; returns the local-sequence output [B, S/sp, N, D].
+                      scale=None, state: ParallelState | None = None):
+    """Self-attention over the full sequence from local-sequence q/k/v [B, S/sp, N, D]; returns
+    the local-sequence output. The historical name of phyx.parallel.sequence.sp_attention: it
+    runs Ulysses, ring or USP, whichever the state's layout says.
 
     valid_len: the true (unpadded) sequence length; keys at or beyond it are masked by length.
-    kv_lens [B]: per-sample key lengths in full-sequence positions (combined with valid_len).
-    attn_mask: broadcastable to [B, N or 1, S_full_padded, S_full_padded]; a per-head mask is
-    sliced to this rank's heads."""
-    st = _st(state)
-    sp = st.sp_size
-    B = q.shape[0]
-    lens = kv_lens
-    if valid_len is not None and (sp > 1 or valid_len < k.shape[1]):
-        vl = torch.full((B,), int(valid_len), dtype=torch.int64, device=q.device)
-        lens = vl if lens is None else torch.minimum(lens.to(q.device, torch.int64), vl)
-    if sp == 1:
-        return ops.attention(q, k, v, attn_mask, kv_lens=lens, is_causal=is_causal, scale=scale)
-    nq, nkv = q.shape[2], k.shape[2]
-    check_ulysses_heads(nq, sp)
-    if nkv % sp:
-        # GQA with fewer KV heads than sp: repeat KV heads to the query count (same result).
-        k = k.repeat_interleave(nq // nkv, dim=2)
-        v = v.repeat_interleave(nq // nkv, dim=2)
-    g = st.sp_group
-    qh = comm.all_to_all_4d(q, scatter_dim=2, gather_dim=1, group=g)  # [B, S, N/sp, D]
-    kh = comm.all_to_all_4d(k, scatter_dim=2, gather_dim=1, group=g)
-    vh = comm.all_to_all_4d(v, scatter_dim=2, gather_dim=1, group=g)
-    if attn_mask is not None and attn_mask.dim() == 4 and attn_mask.shape[1] == nq:
-        attn_mask = attn_mask.chunk(sp, dim=1)[st.sp_rank]
-    out = ops.attention(qh, kh, vh, attn_mask, kv_lens=lens, is_causal=is_causal, scale=scale)
-    return comm.all_to_all_4d(out, scatter_dim=1, gather_dim=2, group=g)  # [B, S/sp, N, D]
+    kv_lens [B]: per-sample key lengths in full-sequence positions (combined with valid_len)."""
+    from phyx.parallel.sequence import sp_attention
+
+    return sp_attention(q, k, v, valid_len=valid_len, kv_lens=kv_lens, is_causal=is_causal,
+                        scale=scale, state=state)

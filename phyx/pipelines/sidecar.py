@@ -33,12 +33,12 @@ def backend_record() -> dict:
     import phyx
 
     b = phyx.get_backend()
-    rec = {"name": b.name, "emulated": bool(getattr(b, "emulated", False)), "policy": phyx.get_policy(),
+    rec = {"name": b.name, "emulated": bool(b.emulated), "policy": phyx.get_policy(),
            "why": phyx.selection_reason(), "device_type": b.device_type, "devices": b.describe_devices(),
            "versions": b.versions(), "precision_flags": b.precision_flags(),
            "kernels": phyx.ops.chosen_kernels()}
-    if hasattr(b, "soc_info"):
-        rec["soc"] = b.soc_info()
+    if b.hardware_info():
+        rec["hardware"] = b.hardware_info()
     return rec
 
 

@@ -47,7 +47,6 @@ FAKES = {c.name: c for c in (CpuTwin, PlantedMask, PlantedSwiglu)}
 
 
 def install(monkeypatch):
-    orig_registered, orig_class = reg.registered_backends, reg.backend_class
-    monkeypatch.setattr(reg, "registered_backends",
-                        lambda: {**orig_registered(), **{n: "tests" for n in FAKES}})
-    monkeypatch.setattr(reg, "backend_class", lambda n: FAKES.get(n) or orig_class(n))
+    """Register the fakes for one test (phyx.backend.EXTRA_BACKENDS, undone by monkeypatch)."""
+    for name, cls in FAKES.items():
+        monkeypatch.setitem(reg.EXTRA_BACKENDS, name, cls)

@@ -50,27 +50,74 @@ def test_env_unknown_backend_is_clear():
     assert r.returncode != 0 and "known backends" in r.stderr
 
 
-def test_autodetect_order_npu_before_cuda(monkeypatch):
+def test_autodetect_by_priority_npu_cuda_cpu_never_emulated(monkeypatch):
+    """Autodetect probes every registered, non-emulated backend by its declared priority."""
+    from phyx import backend as reg
+    from phyx.backend.cpu import CpuBackend
+    from phyx_cuda import CudaBackend
+    from phyx_npu import NpuBackend
+    from phyx_npu.emulated import NpuEmulatedBackend
+
+    calls, ok = [], {"npu": True, "cuda": True}
+
+    def fake(cls, name):
+        class Fake(cls):
+            @classmethod
+            def probe(klass):
+                calls.append(name)
+                return ok.get(name, True), "fake"
+        return Fake
+
+    fakes = {"npu": fake(NpuBackend, "npu"), "cuda": fake(CudaBackend, "cuda"),
+             "cpu": fake(CpuBackend, "cpu"), "npu-emulated": fake(NpuEmulatedBackend, "npu-emulated")}
+    monkeypatch.setattr(reg, "registered_backends", lambda: {n: "tests" for n in fakes})
+    monkeypatch.setattr(reg, "backend_class", lambda n: fakes[n])
+    assert NpuBackend.priority > CudaBackend.priority > CpuBackend.priority
+    name, why = reg.autodetect()
+    assert name == "npu" and calls == ["npu"] and "autodetected (npu" in why
+    ok["npu"] = False
+    assert reg.autodetect()[0] == "cuda"
+    ok["cuda"] = False
+    calls.clear()
+    name, why = reg.autodetect()
+    assert name == "cpu" and calls == ["npu", "cuda", "cpu"] and "no accelerator" in why
+    assert "npu-emulated" not in calls   # emulated backends are never autodetected
+
+
+def test_autodetect_skips_a_broken_plugin_and_names_it(monkeypatch):
     from phyx import backend as reg
 
-    calls = []
+    orig_registered, orig_class = reg.registered_backends, reg.backend_class
 
-    class Fake:
-        def __init__(self, name, ok):
-            self.n, self.ok = name, ok
+    def broken(name):
+        if name == "broken":
+            raise ImportError("no module named vendor_runtime")
+        return orig_class(name)
 
-        def probe(self):
-            calls.append(self.n)
-            return self.ok, "fake"
-
-    fakes = {"npu": Fake("npu", True), "cuda": Fake("cuda", True)}
-    monkeypatch.setattr(reg, "backend_class", lambda n: fakes[n])
+    monkeypatch.setattr(reg, "registered_backends", lambda: {**orig_registered(), "broken": "x:Y"})
+    monkeypatch.setattr(reg, "backend_class", broken)
     name, why = reg.autodetect()
-    assert name == "npu" and calls == ["npu"]
-    fakes["npu"].ok = False
-    assert reg.autodetect()[0] == "cuda"
-    fakes["cuda"].ok = False
-    assert reg.autodetect()[0] == "cpu"
+    assert name == "cpu" and "broken: plug-in failed to load" in why
+
+
+def test_using_restores_and_reset_forgets(monkeypatch):
+    monkeypatch.delenv("PHYX_BACKEND", raising=False)
+    phyx.set_backend("cpu", "fast")
+    phyx.ops.use_kernel("attention", "reference")
+    before = phyx.get_backend()
+    with phyx.backend.using("npu-emulated", "reference") as b:
+        assert phyx.get_backend() is b and b.name == "npu-emulated" and phyx.get_policy() == "reference"
+        with phyx.ops.kernel_override("attention", None):
+            assert phyx.ops.pinned_kernel("attention") is None
+        assert phyx.ops.pinned_kernel("attention") == "reference"
+        phyx.ops.use_kernel("rms_norm", "torch_npu.npu_rms_norm")   # a pin made inside the block
+    assert phyx.get_backend() is before and phyx.get_policy() == "fast"
+    assert phyx.ops.chosen_kernels()["attention"] == "reference"   # the pin is back
+    assert phyx.ops.pinned_kernel("rms_norm") is None               # the block's pin is gone
+    phyx.backend.reset()
+    assert phyx.ops.pinned_kernel("attention") is None and phyx.get_policy() == "fast"
+    assert phyx.backend.selection_reason().startswith("autodetected")   # selected afresh
+    assert phyx.ops.chosen_kernels()["attention"] == "torch.sdpa"
 
 
 def test_policy_switch_changes_kernel_and_pin():

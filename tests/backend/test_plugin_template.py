@@ -16,15 +16,19 @@ from phyx.errors import UnknownBackendError
 from phyx.ops import reference
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "templates" / "phyx-backend-template"
+TEMPLATE = REPO / "backends" / "template"
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """A real `pip install` of the template into a private target directory (~3 s)."""
-    work = tmp_path_factory.mktemp("plugin")
+def _pip_install(work: Path, priority: int | None = None) -> Path:
+    """A real `pip install` of the template into a private target directory (~3 s); with
+    `priority`, the copy's backend declares it (the template's own stays below cpu)."""
     src = work / "src"
     shutil.copytree(TEMPLATE, src)   # build in a copy: leave no build/ or egg-info in the repo
+    if priority is not None:
+        backend_py = src / "phyx_cpu_demo" / "backend.py"
+        text = backend_py.read_text()
+        assert "    priority = -10\n" in text
+        backend_py.write_text(text.replace("    priority = -10\n", f"    priority = {priority}\n"))
     target = work / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                         "--no-build-isolation", "--no-index", "--target", str(target), str(src)],
@@ -34,12 +38,47 @@ def installed(tmp_path_factory):
     return target
 
 
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    return _pip_install(tmp_path_factory.mktemp("plugin"))
+
+
+def _drop_demo_modules():
+    for name in [m for m in sys.modules if m == "phyx_cpu_demo" or m.startswith("phyx_cpu_demo.")]:
+        del sys.modules[name]
+
+
 @pytest.fixture
 def on_path(installed, monkeypatch):
     monkeypatch.syspath_prepend(str(installed))
     yield installed
-    for name in [m for m in sys.modules if m == "phyx_cpu_demo" or m.startswith("phyx_cpu_demo.")]:
-        del sys.modules[name]
+    _drop_demo_modules()
+
+
+def test_template_is_never_autodetected_as_shipped(on_path):
+    from phyx.backend import autodetect, backend_class
+
+    assert backend_class("cpu-demo").priority < backend_class("cpu").priority
+    assert autodetect()[0] == "cpu"
+
+
+def test_a_plugin_with_priority_above_cpu_is_autodetected(tmp_path, monkeypatch):
+    """Installed from the template with an available probe and priority 5 (above cpu's 0, below
+    cuda's 10 and npu's 20, which are unavailable here): autodetect picks it, with no change to
+    phyx."""
+    monkeypatch.delenv("PHYX_BACKEND", raising=False)
+    site = _pip_install(tmp_path, priority=5)
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        from phyx.backend import autodetect
+
+        name, why = autodetect()
+        assert name == "cpu-demo" and "autodetected (cpu-demo" in why
+        phyx.backend.reset()
+        assert phyx.get_backend().name == "cpu-demo" and phyx.ops.chosen_kernels()["rms_norm"] == "cpu-demo.rms_norm"
+    finally:
+        phyx.backend.reset()
+        _drop_demo_modules()
 
 
 def test_template_is_found_and_selected_by_name(on_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from phyx.models import camera as cam
+from phyx.models.wan import camera as cam
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "lingbot-world-examples"
 if not EXAMPLES.is_dir():

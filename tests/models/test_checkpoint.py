@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from phyx.errors import CheckpointError
-from phyx.models import checkpoint as ck
+from phyx.io import checkpoint as ck
 from phyx.sharding import ShardSpec, mark
 
 

@@ -29,8 +29,8 @@ def _diffusers_model(seed=1, **over):
     d = c3.tiny_config(**over).to_diffusers_dict()
     d.pop("_class_name")
     m = Cosmos3OmniTransformer(**d).eval()
-    from phyx.models.cosmos_predict2.tiny import randomize_
-    randomize_(m, seed)
+    from phyx.models.common.init import init_seeded_
+    init_seeded_(m, seed)
     return m
 
 

@@ -10,7 +10,7 @@ from phyx.models import cosmos_predict2 as cp
 from phyx.testing import rel_l2
 from phyx.testing.multiproc import RankPool
 
-P2_LAYOUTS = [(1, 4, 1), (2, 2, 1)]                                      # (cfg, sp, tp); world 4
+P2_LAYOUTS = [(1, 4, 1), (2, 2, 1), (1, 2, 2)]                           # (cfg, sp, tp); world 4
 C3_LAYOUTS = [(1, 1, 4), (1, 4, 1), (1, 2, 2), (2, 1, 2), (2, 2, 1)]
 
 
@@ -96,15 +96,38 @@ def test_cosmos3_parallel_equals_single_device(results, ckpts, layout):
             assert torch.equal(a[key], b[key])
 
 
-def test_cosmos3_rejects_tp_sp_not_dividing_kv_heads(monkeypatch):
+def test_layouts_the_heads_cannot_split_fail_at_construction():
     from phyx.errors import ParallelConfigError
-    from phyx.models.cosmos3 import model as c3m
+    from phyx.parallel import ParallelConfig, ParallelState
 
-    class _St:
-        tp_size, sp_size = 1, 16
-    monkeypatch.setattr(c3m, "get_parallel_state", lambda: _St())
-    with pytest.raises(ParallelConfigError, match="tp x sp"):
-        c3m.Cosmos3Omni(c3.tiny_config())
-    _St.tp_size, _St.sp_size = 16, 1
-    with pytest.raises(ParallelConfigError, match="KV heads"):
-        c3m.Cosmos3Omni(c3.tiny_config())
+    def build(**kw):
+        c3.Cosmos3Omni(c3.tiny_config(), ParallelState(ParallelConfig(**kw)))   # 16 query, 8 KV heads
+
+    with pytest.raises(ParallelConfigError, match="tp=16 does not divide the 8 KV heads"):
+        build(tp=16)
+    with pytest.raises(ParallelConfigError, match=r"ulysses x tp = 64.*ulysses=8, ring=4"):
+        build(tp=2, sp=32)      # 8 heads per TP rank cannot split 32 ways: the error names the fix
+    with pytest.raises(ParallelConfigError, match="Cosmos-Predict2"):
+        cp.Predict2DiT(cp.tiny_config(), ParallelState(ParallelConfig(tp=3)))
+
+
+def test_tp_plan_shards_predict2_from_its_plan():
+    """The declarative plan is what shards the model: every planned linear is a TP layer holding
+    1/tp of the weight with a ShardSpec mark; an unplanned one stays whole."""
+    from phyx.models.cosmos_predict2.plan import TP_PLAN
+    from phyx.parallel import ColumnParallelLinear, ParallelConfig, ParallelState, RowParallelLinear
+    from phyx.parallel.styles import plan_matches
+    from phyx.sharding import spec_of
+
+    cfg = cp.tiny_config()
+    st = ParallelState(ParallelConfig(tp=2))            # no groups needed to build
+    m = cp.Predict2DiT(cfg, st)
+    ref = cp.Predict2DiT(cfg, ParallelState(ParallelConfig()))
+    matched = plan_matches(ref, TP_PLAN)
+    assert all(matched.values()), {k: v for k, v in matched.items() if not v}
+    for pat, names in matched.items():
+        for name in names:
+            mod, full = m.get_submodule(name), ref.get_submodule(name)
+            assert isinstance(mod, (ColumnParallelLinear, RowParallelLinear)), name
+            assert mod.weight.numel() * 2 == full.weight.numel() and spec_of(mod.weight) is not None, name
+    assert type(m.proj_out) is torch.nn.Linear and spec_of(m.proj_out.weight) is None

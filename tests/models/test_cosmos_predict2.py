@@ -11,6 +11,7 @@ import torch
 from phyx.errors import CheckpointError
 from phyx.io.checkpoint import open_checkpoint, save_safetensors_atomic
 from phyx.models import cosmos_predict2 as cp
+from phyx.models.common.init import init_seeded_
 from phyx.testing import rel_l2
 from phyx.tools.bench.models import patch_diffusers_cosmos_torchvision
 
@@ -31,7 +32,7 @@ def _diffusers_model(variant, seed=0):
     d = cfg.to_diffusers_dict()
     d.pop("_class_name")
     m = diffusers.CosmosTransformer3DModel(**d).eval()
-    cp.tiny.randomize_(m, seed)
+    init_seeded_(m, seed)
     return m
 
 

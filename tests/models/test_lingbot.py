@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 import phyx.models as pm
-from phyx.models import camera as cam
 from phyx.models.wan import WanModel, make_tiny_checkpoint
+from phyx.models.wan import camera as cam
 from phyx.testing import rel_l2
 
 EXAMPLES = Path("/work/shared/data/lingbot-world-examples")

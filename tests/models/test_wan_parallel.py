@@ -45,10 +45,16 @@ def _inputs(cfg, seed=0):
 def _run(path, layout):
     """On each rank: the model under `layout` (cfg, sp, tp) and the single-device reference."""
     from phyx.models.wan import load_wan
-    from phyx.models.wan._parallel import Layout
-    from phyx.parallel import ParallelConfig, cfg_gather_combine, cfg_split, init_parallel, reset_parallel_state
+    from phyx.parallel import (
+        ParallelConfig,
+        cfg_gather_combine,
+        cfg_split,
+        init_parallel,
+        reset_parallel_state,
+        single_device,
+    )
 
-    ref_model = load_wan(path, layout=Layout())
+    ref_model = load_wan(path, parallel=single_device())
     x, y, t, ctx, ctx_null, clip, camera = _inputs(ref_model.cfg)
     guidance = 4.0
     with torch.no_grad():

@@ -44,9 +44,10 @@ def _planted_mistake(kind):
     import phyx.parallel.layers as L
     import phyx.parallel.testing_block as TB
 
-    saved = (TB.ulysses_attention, L.comm.all_reduce)
-    if kind == "padding unmasked":
-        TB.ulysses_attention = lambda q, k, v, **kw: saved[0](q, k, v, **{**kw, "valid_len": None})
+    saved = (TB.SequenceParallel.attention, L.comm.all_reduce)
+    if kind == "padding unmasked":   # keys up to the padded length: the padding is attended
+        TB.SequenceParallel.attention = lambda self, q, k, v, **kw: saved[0](
+            self, q, k, v, **{**kw, "valid_len": self.local_len * self.size})
         layout = (1, 2, 1)
     else:  # "qk-norm not all-reduced": each TP rank normalises over its own heads only
         def local_sumsq(t, op="sum", group=None, **kw):
@@ -56,7 +57,7 @@ def _planted_mistake(kind):
     try:
         return run_layout(*layout, 3, 7)
     finally:
-        TB.ulysses_attention, L.comm.all_reduce = saved
+        TB.SequenceParallel.attention, L.comm.all_reduce = saved
 
 
 @pytest.mark.parametrize("kind", ["padding unmasked", "qk-norm not all-reduced"])
@@ -190,7 +191,7 @@ def _bad(kind):
     ("world", r"world size 2 does not equal cfg x sp x tp = 1 x 1 x 4 = 4"),
     ("heads", r"tp=2 does not divide the 3 attention heads"),
     ("kv", r"tp=2 does not divide the 1 KV heads"),
-    ("ulysses", r"heads must divide by sp x tp = 2"),
+    ("ulysses", r"heads must divide by ulysses x tp = 2.*ulysses=1, ring=2"),
     ("mesh", r"does not match .*needs dims named \('cfg', 'sp', 'tp'\)"),
 ])
 def test_bad_layout_fails_at_construction(pool, kind, match):
@@ -215,6 +216,23 @@ def test_config_validation_and_trivial_state():
         [(0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 0, 1), (1, 1, 1)]
     st = get_parallel_state()
     assert st.is_trivial and st.tp_size == st.sp_size == st.cfg_size == 1 and st.tp_group is None
+
+
+def test_config_sp_is_ulysses_times_ring():
+    from phyx.parallel import ParallelConfig, check_layout
+
+    assert ParallelConfig(sp=4) == ParallelConfig(ulysses=4) and ParallelConfig(sp=4).sp_mode == "ulysses"
+    c = ParallelConfig(ulysses=2, ring=2)
+    assert (c.sp, c.sp_mode, c.world_size) == (4, "usp", 4)
+    assert ParallelConfig(sp=4, ring=2).ulysses == 2 and ParallelConfig(ring=4).sp_mode == "ring"
+    assert ParallelConfig(1, 2, 1) == ParallelConfig(ulysses=2)      # positional (cfg, sp, tp) as before
+    with pytest.raises(ParallelConfigError, match="sp=4 must equal ulysses x ring = 2 x 1"):
+        ParallelConfig(sp=4, ulysses=2, ring=1)
+    with pytest.raises(ParallelConfigError, match="not a multiple of ring=3"):
+        ParallelConfig(sp=4, ring=3)
+    check_layout(2, 1, ParallelConfig(ulysses=2, ring=4))             # sp 8 > 2 heads: fine with ring
+    with pytest.raises(ParallelConfigError, match=r"ulysses=8.*ParallelConfig\(ulysses=2, ring=4\)"):
+        check_layout(2, 1, ParallelConfig(sp=8))                       # the error names the fix
 
 
 def test_tp1_layers_are_plain_linear():

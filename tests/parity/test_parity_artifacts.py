@@ -73,35 +73,33 @@ def test_not_comparable_runs_are_refused(run_a):
 
 
 def test_determinism_switches(monkeypatch):
+    """The switches come from the backend's determinism_env hook; every registered backend's
+    names are recorded, set or not."""
+    from phyx_npu.emulated import NpuEmulatedBackend
+
     for k in ("HCCL_DETERMINISTIC", "CLOSE_MATMUL_K_SHIFT", "INF_NAN_MODE_ENABLE",
-              "ASCEND_LAUNCH_BLOCKING", "CUBLAS_WORKSPACE_CONFIG"):
+              "ASCEND_LAUNCH_BLOCKING", "CUBLAS_WORKSPACE_CONFIG", "CUDA_LAUNCH_BLOCKING"):
         monkeypatch.delenv(k, raising=False)
-
-    class FakeNpu:
-        name, device_type = "npu", "npu"
-        calls = []
-
-        def set_reduced_precision_matmul(self, allowed):
-            self.calls.append(allowed)
-            return {"allow_hf32": allowed}
-
-        def precision_flags(self):
-            return {"allow_hf32": self.calls[-1] if self.calls else None}
 
     was = torch.are_deterministic_algorithms_enabled()
     try:
-        b = FakeNpu()
+        b = NpuEmulatedBackend()
+        b.set_reduced_precision_matmul(True)
         flags = set_determinism(b, debug=True)
-        assert flags["torch_deterministic"] and b.calls == [False]
-        assert flags["precision"] == {"allow_hf32": False}
+        assert flags["torch_deterministic"]
+        assert flags["precision"] == {"npu.matmul.allow_hf32": False, "npu.conv.allow_hf32": False}
         assert flags["env"]["HCCL_DETERMINISTIC"] == "true"
         assert flags["env"]["CLOSE_MATMUL_K_SHIFT"] == "1"
         assert flags["env"]["ASCEND_LAUNCH_BLOCKING"] == "1"
         assert flags["env"]["INF_NAN_MODE_ENABLE"] == "1"
-        assert flags["env"]["CUBLAS_WORKSPACE_CONFIG"] is None  # not a CUDA run
+        assert flags["env"]["CUBLAS_WORKSPACE_CONFIG"] is None  # recorded, but not a CUDA run
+        assert flags["env"]["CUDA_LAUNCH_BLOCKING"] is None
+        monkeypatch.delenv("ASCEND_LAUNCH_BLOCKING")
+        set_determinism(b, debug=False)
+        assert "ASCEND_LAUNCH_BLOCKING" not in os.environ   # debug switches only when asked
     finally:
         torch.use_deterministic_algorithms(was)
-    assert determinism_flags(FakeNpu())["torch_deterministic"] == was
+    assert determinism_flags(b)["torch_deterministic"] == was
 
 
 def test_metrics_edge_cases():

@@ -23,12 +23,14 @@ def pool():
 
 def _swap_ffn_shard(model, spec):
     """Planted: blocks.1.ffn.0 (column parallel) holds the other rank's rows."""
-    from phyx.models.wan import seeded_model
-    from phyx.parallel import get_parallel_state
+    from phyx.models.common.init import init_seeded_
+    from phyx.models.common.meta import on_meta
+    from phyx.models.wan import WanModel
+    from phyx.parallel import get_parallel_state, single_device
     from phyx.sharding import ShardSpec
 
     st = get_parallel_state()
-    full = seeded_model(model.cfg, spec.seed).state_dict()
+    full = init_seeded_(on_meta(lambda: WanModel(model.cfg, single_device())), spec.seed).state_dict()
     wrong = ShardSpec(0, st.tp_size - 1 - st.tp_rank, st.tp_size)
     with torch.no_grad():
         for name in ("blocks.1.ffn.0.weight", "blocks.1.ffn.0.bias"):
@@ -40,27 +42,25 @@ def _ranks(layout, plant=None):
     """On each rank: the single-device run and the parallel run (shards merged)."""
     import dataclasses
 
-    from phyx.models.wan import _parallel as wan_par
-    from phyx.parallel import ParallelConfig
+    from phyx.parallel import ParallelConfig, SequenceParallel
     from phyx.tools.parity.model import get_model_spec, record_run
     from phyx.tools.parity.parallel import record_parallel_run
 
     torch.set_num_threads(1)
     spec = get_model_spec(MODEL)
     single = record_run(spec, None, "fp32")
-    orig_attn = wan_par.self_attention
+    orig_attn = SequenceParallel.attention
     if plant == "tp_shard_order":
         build = spec.build
         spec = dataclasses.replace(spec, build=lambda: _swap_ffn_shard(build(), spec))
     elif plant == "ulysses_padding_unmasked":
         # the Wan2.1 xDiT flaw: padded keys not masked out by length
-        wan_par.self_attention = lambda q, k, v, valid_len, sp_size: (
-            orig_attn(q, k, v, valid_len, sp_size) if sp_size == 1
-            else wan_par._par.ulysses_attention(q, k, v))
+        SequenceParallel.attention = lambda self, q, k, v, **kw: orig_attn(
+            self, q, k, v, **{**kw, "valid_len": self.local_len * self.size})
     try:
         par = record_parallel_run(spec, ParallelConfig(*layout), "fp32", seq_len=SEQ)
     finally:
-        wan_par.self_attention = orig_attn
+        SequenceParallel.attention = orig_attn
     return single, par
 
 

@@ -181,7 +181,6 @@ def test_npu_profiler_is_called_as_torch_npu_2_14_declares(monkeypatch, tmp_path
     """`--profile` on an NPU builds torch_npu's profiler. No NPU here, so a stand-in module with
     the signatures of torch_npu 2.14 (torch_npu/profiler/profiler.py, experimental_config.py:
     keyword-only arguments, these names) refuses any argument the real one would refuse."""
-    import sys
     import types
 
     import phyx.tools.bench.profile as bp
@@ -220,8 +219,14 @@ def test_npu_profiler_is_called_as_torch_npu_2_14_declares(monkeypatch, tmp_path
         ProfilerActivity=types.SimpleNamespace(CPU="CPU", NPU="NPU"),
         ProfilerLevel=types.SimpleNamespace(Level0=0, Level1=1, Level2=2),
         AiCMetrics=types.SimpleNamespace(PipeUtilization=10))
-    monkeypatch.setitem(sys.modules, "torch_npu", types.SimpleNamespace(profiler=prof))
-    monkeypatch.setattr(phyx, "get_backend", lambda: types.SimpleNamespace(device_type="npu"))
+    from phyx.backend.base import DeviceModule
+    from phyx_npu.backend import NpuBackend
+    from phyx_npu.emulator import EmulatedTorchNpu
+
+    tnpu = EmulatedTorchNpu("Ascend910B3")
+    tnpu.profiler = prof   # the NPU backend's profiler hook reads torch_npu.profiler
+    backend = NpuBackend(tnpu, device_module=DeviceModule())
+    monkeypatch.setattr(phyx, "get_backend", lambda: backend)
     with bp.maybe_profile(str(tmp_path / "prof")):
         pass
     assert calls["profile"]["activities"] == ["CPU", "NPU"]

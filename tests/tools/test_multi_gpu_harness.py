@@ -54,6 +54,21 @@ def test_layout_plan():
         mg_layouts.plan(["pipeline"], 2)
 
 
+def test_layout_plan_ring_and_usp():
+    """The 2-GPU sequence layouts: Ulysses 2 ('sp2') and ring 2 ('ring2'); USP needs 4 ranks."""
+    from phyx.parallel import ParallelConfig
+
+    two = {m.label: m for m in mg_layouts.plan(["sp", "ring", "usp", "ring2", "ulysses2"], 2)}
+    assert two["ring2"].layout == (1, 2, 1) and two["ring2"].ring == 2 and not two["ring2"].skip
+    assert ParallelConfig(**two["ring2"].config_kwargs).sp_mode == "ring"
+    assert ParallelConfig(**two["sp2"].config_kwargs).sp_mode == "ulysses" and list(two).count("sp2") == 1
+    assert "at least 4 ranks" in two["usp"].skip
+    four = {m.label: m for m in mg_layouts.plan(["usp", "sp2xring2", "cfg2xring2"], 4)}
+    assert list(four) == ["sp2xring2", "cfg2xring2"]
+    assert four["sp2xring2"].layout_dict == {"cfg": 1, "sp": 4, "tp": 1, "ulysses": 2, "ring": 2}
+    assert ParallelConfig(**four["cfg2xring2"].config_kwargs).sp_mode == "ring"
+
+
 def test_seeded_init_slices_and_depth():
     """A TP shard holds the slice of the full seeded weight; fp32-kept names stay fp32; a model
     capped to fewer layers holds the first layers of the deeper one."""
@@ -151,23 +166,24 @@ def _run_harness(argv, plant=None):
     sys.path.insert(0, str(HARNESS))
     import parallel_parity
 
-    import phyx.parallel as par
+    import phyx.parallel.layers as layers
+    from phyx.parallel.sequence import SequenceParallel as SP
 
-    saved = {n: getattr(par, n) for n in ("sp_shard_rope", "tp_rms_norm", "sp_pad_and_shard")}
+    saved = [(SP, "shard_rope", SP.shard_rope), (SP, "shard", SP.shard), (layers, "tp_rms_norm", layers.tp_rms_norm)]
     if plant == "sp_rope_unsliced":    # every SP rank takes rank 0's RoPE rows
-        par.sp_shard_rope = lambda cos, sin: tuple(t[: -(-t.shape[0] // 2)] for t in (cos, sin))
+        SP.shard_rope = lambda self, cos, sin: tuple(t[: self.local_len] for t in (cos, sin))
     elif plant == "tp_local_norm":     # QK RMSNorm over the local heads only (no all-reduce)
         from phyx import ops
-        par.tp_rms_norm = lambda x, w, eps, full_dim: ops.rms_norm(x, w, eps)
+        layers.tp_rms_norm = lambda x, w, eps, full_dim, state=None: ops.rms_norm(x, w, eps)
     elif plant == "sp_raises":         # a layout that crashes (as an OOM would)
         def boom(*a, **k):
             raise RuntimeError("planted failure")
-        par.sp_pad_and_shard = boom
+        SP.shard = boom
     try:
         return parallel_parity.run(parallel_parity.parse_args(argv))
     finally:
-        for n, f in saved.items():
-            setattr(par, n, f)
+        for owner, n, f in saved:
+            setattr(owner, n, f)
 
 
 @pytest.fixture(scope="module")

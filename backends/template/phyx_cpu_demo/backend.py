@@ -12,7 +12,12 @@ class CpuDemoBackend(Backend):
     device_type = "cpu"               # the torch device type tensors live on
     dist_backend = "gloo"             # process-group backend (nccl / hccl / gloo ...)
     visible_devices_env = None        # e.g. "ASCEND_RT_VISIBLE_DEVICES"
-    emulated = False
+    emulated = False                  # True: never autodetected, never reported as hardware results
+    # Autodetect probes every registered backend, highest priority first (npu 20, cuda 10, cpu 0).
+    # A demo stays below cpu so installing it never changes what autodetect picks; a real vendor
+    # sets one above 0.
+    priority = -10
+    host_env_vars = ()                # host settings that change timings (recorded with results)
 
     @classmethod
     def probe(cls):
@@ -30,3 +35,9 @@ class CpuDemoBackend(Backend):
         import torch
 
         return {"torch": torch.__version__, "phyx_cpu_demo": "0.1.0"}
+
+    # Every other hook has a default in phyx.backend.base.Backend; override what the vendor has:
+    # hardware_info, determinism_env, profiler, set_reduced_precision_matmul / precision_flags,
+    # dist_env_defaults, comm_buffer_cost, bench_direct_attention, bench_candidate_kernels.
+    def hardware_info(self):
+        return {"chip": "host cpu (demo)"}

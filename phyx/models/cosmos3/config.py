@@ -3,13 +3,14 @@ names follow diffusers' Cosmos3OmniTransformer config.json."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from phyx.errors import LayoutError
+from phyx.models.common.config import FamilyConfig
 
 
 @dataclass
-class Cosmos3Config:
+class Cosmos3Config(FamilyConfig):
     attention_bias: bool = False
     head_dim: int = 128
     hidden_size: int = 4096
@@ -47,34 +48,24 @@ class Cosmos3Config:
             sec = (self.rope_scaling or {}).get("mrope_section", [24, 20, 20])
             self.rope_axes_dim = tuple(sec)
         self.rope_axes_dim = tuple(self.rope_axes_dim)
+        super().__post_init__()
 
     def validate(self) -> "Cosmos3Config":
         if self.hidden_act not in ("silu", "relu2"):
-            raise ValueError(f"Cosmos3 hidden_act must be 'silu' or 'relu2', got {self.hidden_act!r}")
+            raise LayoutError(f"Cosmos3 hidden_act must be 'silu' or 'relu2', got {self.hidden_act!r}")
         if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(f"{self.num_attention_heads} query heads are not a multiple of "
+            raise LayoutError(f"{self.num_attention_heads} query heads are not a multiple of "
                              f"{self.num_key_value_heads} KV heads")
         if sum(self.rope_axes_dim) * 2 != self.head_dim:
-            raise ValueError(f"mRoPE sections {self.rope_axes_dim} must add up to head_dim/2 = {self.head_dim // 2}")
+            raise LayoutError(f"mRoPE sections {self.rope_axes_dim} must add up to head_dim/2 = {self.head_dim // 2}")
         if self.patch_latent_dim != self.latent_channel * self.latent_patch_size ** 2:
-            raise ValueError(f"patch_latent_dim {self.patch_latent_dim} != latent_channel x patch^2 = "
+            raise LayoutError(f"patch_latent_dim {self.patch_latent_dim} != latent_channel x patch^2 = "
                              f"{self.latent_channel * self.latent_patch_size ** 2}")
         if self.sound_gen and not self.sound_dim:
-            raise ValueError("sound_gen needs sound_dim")
+            raise LayoutError("sound_gen needs sound_dim")
         if self.action_gen and not self.action_dim:
-            raise ValueError("action_gen needs action_dim")
+            raise LayoutError("action_gen needs action_dim")
         return self
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Cosmos3Config":
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names and k != "extra"}
-        extra = {k: v for k, v in d.items() if k not in names and not k.startswith("_")}
-        return cls(**kw, extra=extra).validate()
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "Cosmos3Config":
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
     def to_diffusers_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -10,9 +10,9 @@ import torch
 
 from phyx.errors import CheckpointError
 from phyx.io.checkpoint import load_state, open_checkpoint
+from phyx.models.common.meta import materialize
 from phyx.models.cosmos3.config import Cosmos3Config
 from phyx.models.cosmos3.model import Cosmos3Omni
-from phyx.models.cosmos_predict2.meta import materialize
 
 DIFFUSERS_CLASS = "Cosmos3OmniTransformer"
 

@@ -11,10 +11,11 @@ Media: video latents (48 ch) in 2x2 patches, sound latents [C, T] (25 Hz), optio
 tokens with per-embodiment projections; a sinusoidal timestep embedding is added to the noisy
 tokens. Parameter names mirror diffusers' Cosmos3OmniTransformer.
 
-Parallel: TP splits query and KV heads (tp must divide the KV heads) and the MLP; Ulysses
-shards the text and the media tokens separately, and the generation attention all-to-alls
-q/k/v itself because its keys are two sequences (text and media), each padded to a multiple of
-sp and masked by length. tp x sp must divide the KV heads.
+Parallel, declared in plan.py: TP_PLAN splits query and KV heads (tp must divide the KV heads)
+and the MLPs, applied to the single-device modules by phyx.parallel.parallelize. Sequence
+parallelism (Ulysses, ring or USP) shards the text and the media tokens separately, each through
+its own phyx.parallel.SequenceParallel; the generation attention attends to the whole text K/V
+(full_heads) as a prefix of the sharded media keys.
 """
 from __future__ import annotations
 
@@ -24,20 +25,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from phyx import comm, ops
-from phyx.errors import LayoutError, ParallelConfigError
+from phyx import ops
+from phyx.errors import LayoutError
 from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
 from phyx.models.cosmos3.config import Cosmos3Config
+from phyx.models.cosmos3.plan import SP_PLAN, TP_PLAN
 from phyx.models.cosmos3.positions import SequenceLayout, position_ids
 from phyx.models.layers import RMSWeight
 from phyx.ops import rope_tables
 from phyx.parallel import (
-    ColumnParallelLinear,
-    RowParallelLinear,
+    ParallelState,
+    SequenceParallel,
+    check_layout,
     get_parallel_state,
-    sp_gather,
-    sp_pad_and_shard,
-    ulysses_attention,
+    parallelize,
+    running_state,
 )
 
 
@@ -46,25 +48,24 @@ def _norm_or_identity(on: bool, dim: int, eps: float):
 
 
 class MoTAttention(nn.Module):
-    def __init__(self, cfg: Cosmos3Config, tp: int):
+    def __init__(self, cfg: Cosmos3Config):
         super().__init__()
         D, nq, nkv, H, b = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.hidden_size, \
             cfg.attention_bias
-        self.head_dim = D
-        self.local_q, self.local_kv = nq // tp, nkv // tp
-        self.to_q = ColumnParallelLinear(H, nq * D, bias=b)
-        self.to_k = ColumnParallelLinear(H, nkv * D, bias=b)
-        self.to_v = ColumnParallelLinear(H, nkv * D, bias=b)
-        self.to_out = RowParallelLinear(nq * D, H, bias=b)
+        self.head_dim = D   # head counts: from the projections' width (TP shards them)
+        self.to_q = nn.Linear(H, nq * D, bias=b)
+        self.to_k = nn.Linear(H, nkv * D, bias=b)
+        self.to_v = nn.Linear(H, nkv * D, bias=b)
+        self.to_out = nn.Linear(nq * D, H, bias=b)
         eps = cfg.rms_norm_eps
         self.norm_q = _norm_or_identity(cfg.qk_norm_for_text, D, eps)
         self.norm_k = _norm_or_identity(cfg.qk_norm_for_text, D, eps)
         self.k_norm_und_for_gen = (RMSWeight(D, eps) if cfg.use_und_k_norm_for_gen and not cfg.qk_norm_for_text
                                    else None)
-        self.add_q_proj = ColumnParallelLinear(H, nq * D, bias=b)
-        self.add_k_proj = ColumnParallelLinear(H, nkv * D, bias=b)
-        self.add_v_proj = ColumnParallelLinear(H, nkv * D, bias=b)
-        self.to_add_out = RowParallelLinear(nq * D, H, bias=b)
+        self.add_q_proj = nn.Linear(H, nq * D, bias=b)
+        self.add_k_proj = nn.Linear(H, nkv * D, bias=b)
+        self.add_v_proj = nn.Linear(H, nkv * D, bias=b)
+        self.to_add_out = nn.Linear(nq * D, H, bias=b)
         self.norm_added_q = RMSWeight(D, eps)
         self.norm_added_k = RMSWeight(D, eps)
 
@@ -85,8 +86,9 @@ class MoTAttention(nn.Module):
             out = ops.attention(q, k, v, is_causal=True)
             kv = (k_gen, v)
         else:
-            out = ulysses_attention(q, k, v, is_causal=True, valid_len=sp.text_len)
-            kv = (sp.to_heads(k_gen)[:, :sp.text_len], sp.to_heads(v)[:, :sp.text_len])
+            out = sp.attention(q, k, v, is_causal=True)
+            nq = q.shape[2]
+            kv = (sp.full_heads(k_gen, num_q_heads=nq), sp.full_heads(v, num_q_heads=nq))
         return self.to_out(out.flatten(-2)), kv
 
     def gen(self, x, rope, kv, sp):
@@ -97,11 +99,8 @@ class MoTAttention(nn.Module):
         k_und, v_und = kv
         if sp is None:
             out = ops.attention(q, torch.cat([k_und, k], 1), torch.cat([v_und, v], 1))
-        else:
-            q, k, v = sp.to_heads(q), sp.to_heads(k), sp.to_heads(v)
-            lens = torch.full((q.shape[0],), k_und.shape[1] + sp.gen_len, dtype=torch.int64, device=q.device)
-            out = ops.attention(q, torch.cat([k_und, k], 1), torch.cat([v_und, v], 1), kv_lens=lens)
-            out = sp.to_seq(out)
+        else:   # two-sequence attention: the whole text K/V, then the sharded media K/V
+            out = sp.attention(q, k, v, prefix=(k_und, v_und))
         return self.to_add_out(out.flatten(-2))
 
 
@@ -111,9 +110,9 @@ class MLP(nn.Module):
         H, inter = cfg.hidden_size, cfg.intermediate_size
         self.act = cfg.hidden_act
         if self.act == "silu":
-            self.gate_proj = ColumnParallelLinear(H, inter, bias=False)
-        self.up_proj = ColumnParallelLinear(H, inter, bias=False)
-        self.down_proj = RowParallelLinear(inter, H, bias=False)
+            self.gate_proj = nn.Linear(H, inter, bias=False)
+        self.up_proj = nn.Linear(H, inter, bias=False)
+        self.down_proj = nn.Linear(inter, H, bias=False)
 
     def forward(self, x):
         if self.act == "relu2":
@@ -122,10 +121,10 @@ class MLP(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, cfg: Cosmos3Config, tp: int):
+    def __init__(self, cfg: Cosmos3Config):
         super().__init__()
         eps, H = cfg.rms_norm_eps, cfg.hidden_size
-        self.self_attn = MoTAttention(cfg, tp)
+        self.self_attn = MoTAttention(cfg)
         self.mlp = MLP(cfg)
         self.mlp_moe_gen = MLP(cfg)
         self.input_layernorm = RMSWeight(H, eps)
@@ -186,49 +185,17 @@ class TextCache:
     text_len: int
 
 
-class _SP:
-    """Ulysses plumbing for one forward: text and media sharded separately."""
-
-    def __init__(self, st, text_len: int, gen_len: int):
-        self.st, self.text_len, self.gen_len = st, text_len, gen_len
-
-    def to_heads(self, x):
-        return comm.all_to_all_4d(x, scatter_dim=2, gather_dim=1, group=self.st.sp_group)
-
-    def to_seq(self, x):
-        return comm.all_to_all_4d(x, scatter_dim=1, gather_dim=2, group=self.st.sp_group)
-
-    def shard(self, x, dim=1):
-        return sp_pad_and_shard(x, dim=dim)[0]
-
-    def shard_rope(self, cos, sin):
-        # padded positions get angle 0 (cos 1, sin 0): finite, and masked out by length anyway
-        n = cos.shape[0]
-        pad = -n % self.st.sp_size
-        if pad:
-            cos = torch.cat([cos, cos.new_ones(pad, cos.shape[1])])
-            sin = torch.cat([sin, sin.new_zeros(pad, sin.shape[1])])
-        return cos.chunk(self.st.sp_size)[self.st.sp_rank], sin.chunk(self.st.sp_size)[self.st.sp_rank]
-
-
 class Cosmos3Omni(CheckpointingMixin, nn.Module):
-    def __init__(self, cfg: Cosmos3Config):
+    def __init__(self, cfg: Cosmos3Config, parallel: ParallelState | None = None):
+        """parallel: the layout to build for (default: the current phyx.parallel state)."""
         super().__init__()
         self.config = cfg.validate()
-        st = get_parallel_state()
-        tp = st.tp_size
-        if cfg.num_key_value_heads % tp or cfg.num_attention_heads % tp:
-            raise ParallelConfigError(
-                f"tp={tp} must divide the {cfg.num_key_value_heads} KV heads (and {cfg.num_attention_heads} "
-                f"query heads); choose tp from "
-                f"{[d for d in (1, 2, 4, 8) if cfg.num_key_value_heads % d == 0]}")
-        if (cfg.num_key_value_heads // tp) % st.sp_size:
-            raise ParallelConfigError(
-                f"tp x sp = {tp} x {st.sp_size} must divide the {cfg.num_key_value_heads} KV heads "
-                f"(Ulysses splits the KV heads left on each TP rank)")
+        st = parallel if parallel is not None else get_parallel_state()
+        self.layout = st.config
+        check_layout(cfg.num_attention_heads, cfg.num_key_value_heads, st.config, "Cosmos3")
         H = cfg.hidden_size
         self.embed_tokens = nn.Embedding(cfg.vocab_size, H)
-        self.layers = nn.ModuleList([Layer(cfg, tp) for _ in range(cfg.num_hidden_layers)])
+        self.layers = nn.ModuleList([Layer(cfg) for _ in range(cfg.num_hidden_layers)])
         self.norm = RMSWeight(H, cfg.rms_norm_eps)
         self.norm_moe_gen = RMSWeight(H, cfg.rms_norm_eps)
         self.lm_head = nn.Linear(H, cfg.vocab_size, bias=False)
@@ -243,11 +210,12 @@ class Cosmos3Omni(CheckpointingMixin, nn.Module):
             self.audio_proj_in = nn.Linear(cfg.sound_dim, H)
             self.audio_proj_out = nn.Linear(H, cfg.sound_dim)
             self.audio_modality_embed = nn.Parameter(torch.zeros(H))
+        parallelize(self, TP_PLAN, st)
 
     # -- helpers --------------------------------------------------------------------------------
-    def _sp(self, text_len, gen_len):
-        st = get_parallel_state()
-        return _SP(st, text_len, gen_len) if st.sp_size > 1 else None
+    def _sp(self, seq_len):
+        sp = SequenceParallel(seq_len, running_state(self.layout))
+        return sp if sp.active else None
 
     def _time(self, t, n, dtype):
         t = torch.as_tensor(t, dtype=torch.float32)
@@ -295,17 +263,17 @@ class Cosmos3Omni(CheckpointingMixin, nn.Module):
             positions = rope_tables.cosmos3_text_positions(U)[0]
         x = self.embed_tokens(input_ids.to(self.embed_tokens.weight.device))[None]
         cos, sin = rope_tables.to_cos_sin(self.rope_angles(positions[:, :U]), x.device)
-        sp = self._sp(U, 0)
+        sp = self._sp(U)
         if sp is not None:
-            x = sp.shard(x)
-            cos, sin = sp.shard_rope(cos, sin)
+            sh = sp.shard_inputs(SP_PLAN, rope=(cos, sin), text=x)
+            x, (cos, sin) = sh["text"], sh["rope"]
         kvs = []
         for layer in self.layers:
             x, kv = layer.und(x, (cos, sin), sp)
             kvs.append(kv)
         x = self.norm(x)
         if sp is not None:
-            x = sp_gather(x, dim=1, orig_len=U)
+            x = sp.gather_outputs(SP_PLAN, text=x)["text"]
         return TextCache(kvs, x[0], U)
 
     # -- full step --------------------------------------------------------------------------------
@@ -361,15 +329,15 @@ class Cosmos3Omni(CheckpointingMixin, nn.Module):
             raise LayoutError(f"text_cache was built for {text_cache.text_len} text tokens, got {U}")
         cos, sin = rope_tables.to_cos_sin(self.rope_angles(pos[:, U:]), dev)
         G = gen.shape[1]
-        sp = self._sp(U, G)
+        sp = self._sp(G)
         if sp is not None:
-            gen = sp.shard(gen)
-            cos, sin = sp.shard_rope(cos, sin)
+            sh = sp.shard_inputs(SP_PLAN, rope=(cos, sin), media=gen)
+            gen, (cos, sin) = sh["media"], sh["rope"]
         for layer, kv in zip(self.layers, text_cache.kv):
             gen = run_block(layer.gen, self.gradient_checkpointing, gen, (cos, sin), kv, sp)
         gen = self.norm_moe_gen(gen)
         if sp is not None:
-            gen = sp_gather(gen, dim=1, orig_len=G)
+            gen = sp.gather_outputs(SP_PLAN, media=gen)["media"]
         gen = gen[0]
         Nv = tokens.shape[0]
         out = {"vision": self._unpatchify(self.proj_out(gen[idx]), grid, hw, noisy.to(dev)),

@@ -5,9 +5,10 @@ import json
 from pathlib import Path
 
 from phyx.io.checkpoint import save_safetensors_atomic, save_sharded, write_text_atomic
+from phyx.models.common.init import init_seeded_
+from phyx.models.common.meta import on_meta
 from phyx.models.cosmos3.config import Cosmos3Config
 from phyx.models.cosmos3.model import Cosmos3Omni
-from phyx.models.cosmos_predict2.tiny import randomize_
 
 
 def tiny_config(**overrides) -> Cosmos3Config:
@@ -27,8 +28,7 @@ def make_tiny_checkpoint(directory, seed: int = 0, *, sharded: bool = False, **o
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = tiny_config(**overrides)
-    model = Cosmos3Omni(cfg)
-    randomize_(model, seed)
+    model = init_seeded_(on_meta(lambda: Cosmos3Omni(cfg)), seed)
     sd = model.state_dict()
     write_text_atomic(directory / "config.json", json.dumps(cfg.to_diffusers_dict(), indent=1))
     if sharded:

@@ -3,13 +3,14 @@ CosmosTransformer3DModel config.json so a diffusers config loads as-is."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from phyx.errors import LayoutError
+from phyx.models.common.config import FamilyConfig
 
 
 @dataclass
-class Predict2Config:
+class Predict2Config(FamilyConfig):
     in_channels: int = 16            # latent channels (+1 for Video2World's condition-mask channel)
     out_channels: int = 16
     num_attention_heads: int = 16
@@ -47,23 +48,13 @@ class Predict2Config:
 
     def validate(self) -> "Predict2Config":
         if self.attention_head_dim % 2:
-            raise ValueError(f"attention_head_dim must be even, got {self.attention_head_dim}")
+            raise LayoutError(f"attention_head_dim must be even, got {self.attention_head_dim}")
         if self.extra_pos_embed_type not in (None, "none"):
-            raise ValueError(f"extra_pos_embed_type={self.extra_pos_embed_type!r} (Cosmos 1.0's learnable "
+            raise LayoutError(f"extra_pos_embed_type={self.extra_pos_embed_type!r} (Cosmos 1.0's learnable "
                              f"position embedding) is not supported; Cosmos-Predict2 uses None")
         if self.patch_size[0] != 1:
-            raise ValueError(f"temporal patch size must be 1 (per-frame AdaLN), got {self.patch_size}")
+            raise LayoutError(f"temporal patch size must be 1 (per-frame AdaLN), got {self.patch_size}")
         return self
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Predict2Config":
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names and k != "extra"}
-        for k in ("max_size", "patch_size", "rope_scale"):
-            if k in kw:
-                kw[k] = tuple(kw[k])
-        extra = {k: v for k, v in d.items() if k not in names and not k.startswith("_")}
-        return cls(**kw, extra=extra).validate()
 
     def to_diffusers_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -72,9 +63,6 @@ class Predict2Config:
         d.update({"_class_name": "CosmosTransformer3DModel"})
         return d
 
-    @classmethod
-    def from_json(cls, path: str | Path) -> "Predict2Config":
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def _preset(heads: int, layers: int, v2w: bool, rope_scale) -> Predict2Config:

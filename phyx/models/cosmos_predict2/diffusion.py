@@ -93,10 +93,8 @@ def guided_x0(model, x_t, sigma, text, neg_text, guidance: float, **kw):
 
 
 def _parallel_state():
-    try:
-        from phyx.parallel import get_parallel_state
-    except ImportError:
-        return None
+    from phyx.parallel import get_parallel_state
+
     return get_parallel_state()
 
 

@@ -7,9 +7,9 @@ import torch
 
 from phyx.errors import CheckpointError
 from phyx.io.checkpoint import load_state, open_checkpoint
+from phyx.models.common.meta import materialize
 from phyx.models.cosmos_predict2 import formats
 from phyx.models.cosmos_predict2.config import Predict2Config
-from phyx.models.cosmos_predict2.meta import materialize
 from phyx.models.cosmos_predict2.model import Predict2DiT
 
 

@@ -5,10 +5,11 @@ RMSNorm and rotate-half 3-D RoPE -> AdaLN-LoRA -> cross-attention to T5 embeddin
 -> AdaLN-LoRA -> exact-GELU MLP. Parameter names mirror diffusers' CosmosTransformer3DModel,
 so diffusers checkpoints load without renaming; NVIDIA's official names are mapped in formats.py.
 
-Parallel: under Ulysses (sp > 1) the patch tokens are padded to a multiple of sp and sharded;
-RoPE tables and the per-token frame index are padded and sliced the same way; self-attention
-runs through phyx.parallel.ulysses_attention with key lengths masking the padding;
-cross-attention needs no communication (local queries, full text K/V).
+Parallel, declared in plan.py: TP_PLAN splits heads and the MLP (applied to the single-device
+modules by phyx.parallel.parallelize); under sequence parallelism (Ulysses, ring or USP, through
+one phyx.parallel.SequenceParallel) the patch tokens are padded to a multiple of sp and sharded,
+RoPE tables and the per-token frame index are padded and sliced the same way, self-attention
+masks the padding by key length, cross-attention needs no communication.
 """
 from __future__ import annotations
 
@@ -21,8 +22,17 @@ from phyx import ops
 from phyx.errors import LayoutError
 from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
 from phyx.models.cosmos_predict2.config import Predict2Config
+from phyx.models.cosmos_predict2.plan import SP_PLAN, TP_PLAN
 from phyx.models.layers import RMSWeight
 from phyx.ops import rope_tables
+from phyx.parallel import (
+    ParallelState,
+    SequenceParallel,
+    check_layout,
+    get_parallel_state,
+    parallelize,
+    running_state,
+)
 
 
 class AdaLNLoRA(nn.Module):
@@ -42,7 +52,7 @@ class AdaLNLoRA(nn.Module):
 class Attention(nn.Module):
     def __init__(self, hidden: int, heads: int, head_dim: int, kv_dim: int, eps: float):
         super().__init__()
-        self.heads, self.head_dim = heads, head_dim
+        self.head_dim = head_dim   # heads: from the projections' width (TP shards them)
         inner = heads * head_dim
         self.to_q = nn.Linear(hidden, inner, bias=False)
         self.to_k = nn.Linear(kv_dim, inner, bias=False)
@@ -187,9 +197,13 @@ class FinalLayer(nn.Module):
 
 
 class Predict2DiT(CheckpointingMixin, nn.Module):
-    def __init__(self, cfg: Predict2Config):
+    def __init__(self, cfg: Predict2Config, parallel: ParallelState | None = None):
+        """parallel: the layout to build for (default: the current phyx.parallel state)."""
         super().__init__()
         self.config = cfg.validate()
+        st = parallel if parallel is not None else get_parallel_state()
+        self.layout = st.config
+        check_layout(cfg.num_attention_heads, cfg.num_attention_heads, st.config, "Cosmos-Predict2")
         h = cfg.hidden_size
         pt, ph, pw = cfg.patch_size
         self.patch_embed = nn.Module()
@@ -201,6 +215,7 @@ class Predict2DiT(CheckpointingMixin, nn.Module):
         if cfg.use_crossattn_projection:
             self.crossattn_proj = nn.ModuleList([nn.Linear(cfg.crossattn_proj_in_channels,
                                                            cfg.encoder_hidden_states_channels, bias=True)])
+        parallelize(self, TP_PLAN, st)
 
     # -- input assembly -------------------------------------------------------------------------
     def _inputs(self, x, condition_mask, padding_mask):
@@ -289,52 +304,23 @@ class Predict2DiT(CheckpointingMixin, nn.Module):
         if text_mask is not None:
             mask = text_mask.to(device=x.device).bool()[:, None, None, :]
 
-        sp = _sp_context(tokens.shape[1])
+        sp = SequenceParallel(tokens.shape[1], running_state(self.layout))
+        sp = sp if sp.active else None
         frames = (f, h * w)
         if sp is not None:
             frame_idx = torch.arange(f, device=x.device).repeat_interleave(h * w)
-            tokens, frame_idx, cos, sin = sp.shard(tokens, frame_idx, cos, sin)
-            frames = (f, h * w, frame_idx)
+            sh = sp.shard_inputs(SP_PLAN, rope=(cos, sin), tokens=tokens, frame_index=frame_idx)
+            tokens, (cos, sin) = sh["tokens"], sh["rope"]
+            frames = (f, h * w, sh["frame_index"])
         for blk in self.transformer_blocks:
             tokens = run_block(blk, self.gradient_checkpointing, tokens, emb, temb, frames, (cos, sin),
                                text, mask, sp)
         shift, scale = self._final_mod(emb, temb)
         out = self.proj_out(PerFrame(*frames).norm_modulate(tokens, shift, scale, eps=1e-6))
         if sp is not None:
-            out = sp.gather(out)
+            out = sp.gather_outputs(SP_PLAN, out=out)["out"]
         return self._unpatchify(out, grid)
 
     def _final_mod(self, emb, temb):
         m = self.norm_out.linear_2(self.norm_out.linear_1(ops.silu(emb)))
         return (m + temb[..., : m.shape[-1]]).chunk(2, dim=-1)
-
-
-class _SequenceParallel:
-    """Ulysses plumbing for one forward: pad + shard tokens (and their tables), attention with the
-    padding masked by key lengths, gather at the end."""
-
-    def __init__(self, parallel, seq_len: int):
-        self.p = parallel
-        self.seq_len = seq_len
-
-    def shard(self, tokens, frame_idx, cos, sin):
-        sh = lambda t, dim: self.p.sp_pad_and_shard(t, dim=dim)[0]  # noqa: E731
-        return sh(tokens, 1), sh(frame_idx, 0), sh(cos, 0), sh(sin, 0)
-
-    def attention(self, q, k, v):
-        kv_lens = torch.full((q.shape[0],), self.seq_len, dtype=torch.int32, device=q.device)
-        return self.p.ulysses_attention(q, k, v, kv_lens=kv_lens)
-
-    def gather(self, out):
-        return self.p.sp_gather(out, dim=1, orig_len=self.seq_len)
-
-
-def _sp_context(seq_len: int):
-    try:
-        import phyx.parallel as par
-    except ModuleNotFoundError:
-        return None
-    st = par.get_parallel_state()
-    if st.sp_size <= 1:
-        return None
-    return _SequenceParallel(par, seq_len)

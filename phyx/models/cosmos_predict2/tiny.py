@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 
 from phyx.io.checkpoint import save_safetensors_atomic, save_sharded, write_text_atomic
+from phyx.models.common.init import init_seeded_
+from phyx.models.common.meta import on_meta
 from phyx.models.cosmos_predict2.config import Predict2Config
 from phyx.models.cosmos_predict2.formats import ours_to_official
 from phyx.models.cosmos_predict2.model import Predict2DiT
@@ -22,19 +24,6 @@ def tiny_config(variant: str = "video2world", **overrides) -> Predict2Config:
     return Predict2Config.from_dict(base)
 
 
-def randomize_(module: torch.nn.Module, seed: int, std: float = 0.2) -> None:
-    """Seeded random values for every parameter (norm gains near 1), so no weight is a no-op."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(module.named_parameters()):
-            r = torch.randn(p.shape, generator=g, dtype=torch.float32)
-            if name.endswith("norm.weight") or ".norm_" in name:
-                p.copy_(1.0 + 0.1 * r)
-            else:
-                fan_in = p.shape[-1] if p.dim() > 1 else 1
-                p.copy_(r * (std if p.dim() == 1 else fan_in ** -0.5))
-
-
 def make_tiny_checkpoint(directory, seed: int = 0, *, variant: str = "video2world", layout: str = "diffusers",
                          sharded: bool = False, **config_overrides) -> Path:
     """Write a tiny seeded Cosmos-Predict2 DiT to `directory` and return it.
@@ -45,8 +34,7 @@ def make_tiny_checkpoint(directory, seed: int = 0, *, variant: str = "video2worl
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = tiny_config(variant, **config_overrides)
-    model = Predict2DiT(cfg)
-    randomize_(model, seed)
+    model = init_seeded_(on_meta(lambda: Predict2DiT(cfg)), seed)
     sd = model.state_dict()
     if layout == "diffusers":
         write_text_atomic(directory / "config.json", json.dumps(cfg.to_diffusers_dict(), indent=1))

@@ -1,10 +1,10 @@
 """Wan2.x DiT configurations (numbers from the official Wan2.1 / Wan2.2 / LingBot-World configs)."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from phyx.errors import LayoutError
+from phyx.models.common.config import FamilyConfig
 
 # Which Wan checkpoint family a config describes:
 #   t2v   text-to-video (16-channel input)
@@ -14,7 +14,7 @@ VARIANTS = ("t2v", "i2v", "ti2v")
 
 
 @dataclass(frozen=True)
-class WanConfig:
+class WanConfig(FamilyConfig):
     variant: str = "t2v"
     patch_size: tuple[int, int, int] = (1, 2, 2)
     text_len: int = 512
@@ -36,13 +36,14 @@ class WanConfig:
     num_train_timesteps: int = 1000
     extra: dict = field(default_factory=dict, compare=False)
 
-    def __post_init__(self):
+    def validate(self):
         if self.variant not in VARIANTS:
-            raise ValueError(f"Wan variant must be one of {VARIANTS}, got {self.variant!r}")
+            raise LayoutError(f"Wan variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.dim % self.num_heads:
             raise LayoutError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.head_dim % 2:
             raise LayoutError(f"head_dim {self.head_dim} must be even for RoPE")
+        return self
 
     @property
     def head_dim(self) -> int:
@@ -54,22 +55,6 @@ class WanConfig:
         pt, ph, pw = self.patch_size
         return self.camera_channels * 64 * pt * ph * pw
 
-    def replace(self, **kw) -> "WanConfig":
-        return dataclasses.replace(self, **kw)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("extra")
-        d["patch_size"] = list(self.patch_size)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "WanConfig":
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        kw = {k: v for k, v in d.items() if k in names}
-        if "patch_size" in kw:
-            kw["patch_size"] = tuple(kw["patch_size"])
-        return cls(**kw)
 
 
 _14B = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
@@ -105,4 +90,4 @@ def get_config(name: str) -> WanConfig:
     try:
         return CONFIGS[name]
     except KeyError:
-        raise ValueError(f"unknown Wan config {name!r}; known: {sorted(CONFIGS)}") from None
+        raise LayoutError(f"unknown Wan config {name!r}; known: {sorted(CONFIGS)}") from None

@@ -18,11 +18,11 @@ import torch
 
 from phyx.errors import CheckpointError
 from phyx.io.checkpoint import load_state, open_checkpoint, save_safetensors_atomic, write_text_atomic
-from phyx.models.wan import _parallel as par
 from phyx.models.wan.config import BOUNDARIES, WanConfig, get_config
 from phyx.models.wan.keys import diffusers_to_official, official_to_diffusers
 from phyx.models.wan.model import WanModel, keep_fp32
 from phyx.models.wan.moe import WanMoE
+from phyx.parallel import single_device
 
 DIFFUSERS_CLASS = "WanTransformer3DModel"
 MOE_DIRS = (("high_noise_model", "low_noise_model"), ("transformer", "transformer_2"))
@@ -122,24 +122,16 @@ def config_from_official(d: dict, reader) -> WanConfig:
 
 
 # ---- building --------------------------------------------------------------------------------
-def build_empty(cfg: WanConfig, dtype=torch.float32, device=None, layout=None) -> WanModel:
+def build_empty(cfg: WanConfig, dtype=torch.float32, device=None, parallel=None) -> WanModel:
     """A WanModel with uninitialised storage in its final dtype (no fp32 copy of big weights)."""
+    from phyx.models.common.meta import materialize, on_meta
+
     device = torch.device(device) if device is not None else torch.device("cpu")
-    with torch.device("meta"):
-        model = WanModel(cfg, layout)
-    for mname, mod in model.named_modules():
-        for pname, p in list(mod._parameters.items()):
-            if p is None:
-                continue
-            full = f"{mname}.{pname}" if mname else pname
-            fresh = torch.nn.Parameter(torch.empty(p.shape, dtype=torch.float32 if keep_fp32(full) else dtype,
-                                                   device=device), requires_grad=p.requires_grad)
-            fresh.__dict__.update(p.__dict__)  # keeps the ShardSpec mark (phyx_shard) of TP layers
-            mod._parameters[pname] = fresh
-    return model
+    model = on_meta(lambda: WanModel(cfg, parallel))
+    return materialize(model, device, dtype, keep_fp32=keep_fp32)
 
 
-def load_wan(path, dtype: torch.dtype = torch.float32, device=None, layout: par.Layout | None = None,
+def load_wan(path, dtype: torch.dtype = torch.float32, device=None, parallel=None,
              boundary: float | None = None, strict: bool = True):
     """Load the Wan DiT (or A14B expert pair as a WanMoE) in directory `path`."""
     path = Path(path)
@@ -151,8 +143,8 @@ def load_wan(path, dtype: torch.dtype = torch.float32, device=None, layout: par.
     if fmt == "moe":
         for hi, lo in MOE_DIRS:
             if (path / hi).is_dir() and (path / lo).is_dir():
-                high = load_wan(path / hi, dtype, device, layout, strict=strict)
-                low = load_wan(path / lo, dtype, device, layout, strict=strict)
+                high = load_wan(path / hi, dtype, device, parallel, strict=strict)
+                low = load_wan(path / lo, dtype, device, parallel, strict=strict)
                 return WanMoE(high, low, boundary if boundary is not None else _default_boundary(path, high.cfg),
                               high.cfg.num_train_timesteps)
     reader = open_checkpoint(path)
@@ -161,7 +153,7 @@ def load_wan(path, dtype: torch.dtype = torch.float32, device=None, layout: par.
         cfg, rename = config_from_diffusers(raw), diffusers_to_official
     else:
         cfg, rename = config_from_official(raw, reader), None
-    model = build_empty(cfg, dtype, device, layout)
+    model = build_empty(cfg, dtype, device, parallel)
     load_state(model, reader, rename=rename, strict=strict)
     return model.eval().requires_grad_(False)
 
@@ -213,24 +205,12 @@ TINY_VARIANTS = {"t2v": "tiny-t2v", "i2v": "tiny-i2v", "i2v-clip": "tiny-i2v-cli
 
 
 def seeded_model(cfg: WanConfig, seed: int = 0) -> WanModel:
-    """A WanModel whose every parameter is drawn from a seeded generator (norm weights near 1),
-    so no part of the network is a no-op in parity tests."""
-    g = torch.Generator().manual_seed(seed)
-    model = WanModel(cfg, par.Layout())
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm_q.weight") or name.endswith("norm_k.weight") or "norm" in name \
-                    or name.startswith("img_emb.proj.0") or name.startswith("img_emb.proj.4"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g) if name.endswith("weight")
-                        else 0.1 * torch.randn(p.shape, generator=g))
-            elif name.endswith("modulation"):
-                p.copy_(torch.randn(p.shape, generator=g) / cfg.dim ** 0.5)
-            elif p.dim() >= 2:
-                fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
-            else:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-    return model.eval()
+    """A single-device WanModel with seeded weights (phyx.models.common.init: one generator per
+    parameter, norm gains near 1), so no part of the network is a no-op in parity tests."""
+    from phyx.models.common.init import init_seeded_
+    from phyx.models.common.meta import on_meta
+
+    return init_seeded_(on_meta(lambda: WanModel(cfg, single_device())), seed).eval()
 
 
 def make_tiny_checkpoint(directory, variant: str = "t2v", seed: int = 0, fmt: str = "official",

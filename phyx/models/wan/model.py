@@ -7,9 +7,9 @@ are; diffusers keys are renamed in keys.py. Precision follows upstream Wan under
 - the residual stream is fp32 (upstream's `x + y * e[2]` promotes it); each sub-layer input is
   normalised and modulated in fp32 and rounded to the weight dtype right before its matmuls;
 - the head (norm, modulation, linear) runs in fp32.
-Parallelism: attention heads and the FFN hidden dim are split over TP ranks (column/row
-linears, all-heads q/k RMSNorm via an all-reduce); Ulysses SP shards the token sequence
-(per-token timesteps, RoPE rows and camera tokens sharded the same way) and gathers the output.
+Parallelism is declared in plan.py (TP_PLAN, SP_PLAN): the model is built single-device and
+phyx.parallel.parallelize swaps in the TP layers; heads per rank follow from the layers' shapes.
+Sequence parallelism (Ulysses, ring or USP) goes through one phyx.parallel.SequenceParallel.
 """
 from __future__ import annotations
 
@@ -22,10 +22,18 @@ from torch import nn
 from phyx import ops
 from phyx.errors import LayoutError
 from phyx.models.activation_checkpointing import CheckpointingMixin, run_block
-from phyx.models.wan import _parallel as par
+from phyx.models.layers import RMSWeight
 from phyx.models.wan.config import WanConfig
+from phyx.models.wan.plan import SP_PLAN, TP_PLAN
 from phyx.ops import rope_tables
-from phyx.sharding import ShardSpec, mark
+from phyx.parallel import (
+    ParallelState,
+    SequenceParallel,
+    check_layout,
+    get_parallel_state,
+    parallelize,
+    running_state,
+)
 
 # Parameters kept in fp32 whatever the model dtype (upstream computes them under fp32 autocast).
 FP32_PARAM_PREFIXES = ("time_embedding.", "time_projection.", "head.modulation")
@@ -79,65 +87,38 @@ class FP32LayerNorm(nn.Module):
         return ops.layer_norm(x, self.weight, self.bias, self.eps)
 
 
-class AllHeadsRMSNorm(nn.Module):
-    """Wan's q/k RMSNorm over the full dim (all heads). Under TP each rank holds its heads'
-    slice of the weight (marked for the loader) and the sum of squares is all-reduced."""
-
-    def __init__(self, full_dim: int, eps: float, tp_rank: int, tp_size: int):
-        super().__init__()
-        self.full_dim, self.eps, self.tp_size = full_dim, eps, tp_size
-        self.weight = nn.Parameter(torch.ones(full_dim // tp_size))
-        if tp_size > 1:
-            mark(self.weight, ShardSpec(0, tp_rank, tp_size))
-
-    def forward(self, x):
-        return par.all_heads_rms_norm(x, self.weight, self.eps, self.full_dim, self.tp_size)
-
-
-def _check_heads(cfg: WanConfig, lay: par.Layout) -> None:
-    tp, sp = lay.tp_size, lay.sp_size
-    if cfg.num_heads % tp or cfg.ffn_dim % tp:
-        raise LayoutError(f"TP size {tp} must divide num_heads ({cfg.num_heads}) and ffn_dim "
-                          f"({cfg.ffn_dim}); choose tp from the common divisors")
-    if (cfg.num_heads // tp) % sp:
-        raise LayoutError(f"Ulysses needs the heads per TP rank ({cfg.num_heads} / tp={tp}) to divide by "
-                          f"sp={sp}; choose sp x tp dividing {cfg.num_heads}")
-
-
 class _WanAttention(nn.Module):
-    """q / k / v / o projections (column / row parallel under TP) and the all-heads QK-norm,
-    shared by self- and cross-attention (official key names q, k, v, o, norm_q, norm_k)."""
+    """q / k / v / o projections and the all-heads QK-norm, shared by self- and cross-attention
+    (official key names q, k, v, o, norm_q, norm_k). Single-device modules: TP comes from
+    plan.TP_PLAN, and the head count from the projections' actual width."""
 
-    def __init__(self, cfg: WanConfig, lay: par.Layout):
+    def __init__(self, cfg: WanConfig):
         super().__init__()
         dim = cfg.dim
-        self.heads = cfg.num_heads // lay.tp_size
         self.head_dim = cfg.head_dim
-        self.q = par.column_linear(dim, dim, lay)
-        self.k = par.column_linear(dim, dim, lay)
-        self.v = par.column_linear(dim, dim, lay)
-        self.o = par.row_linear(dim, dim, lay)
-        self.norm_q = self._qk_norm(cfg, lay)
-        self.norm_k = self._qk_norm(cfg, lay)
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = self._qk_norm(cfg)
+        self.norm_k = self._qk_norm(cfg)
 
     @staticmethod
-    def _qk_norm(cfg: WanConfig, lay: par.Layout) -> nn.Module:
-        return AllHeadsRMSNorm(cfg.dim, cfg.eps, lay.tp_rank, lay.tp_size) if cfg.qk_norm else nn.Identity()
+    def _qk_norm(cfg: WanConfig) -> nn.Module:
+        return RMSWeight(cfg.dim, cfg.eps) if cfg.qk_norm else nn.Identity()
+
+    def _heads(self, t):
+        return t.unflatten(-1, (-1, self.head_dim))
 
 
 class WanSelfAttention(_WanAttention):
-    def __init__(self, cfg: WanConfig, lay: par.Layout):
-        super().__init__(cfg, lay)
-        self.sp_size = lay.sp_size
-
-    def forward(self, x, cos, sin, valid_len):
-        b, s = x.shape[:2]
-        q = self.norm_q(self.q(x)).view(b, s, self.heads, self.head_dim)
-        k = self.norm_k(self.k(x)).view(b, s, self.heads, self.head_dim)
-        v = self.v(x).view(b, s, self.heads, self.head_dim)
+    def forward(self, x, cos, sin, sp: SequenceParallel | None = None):
+        q = self._heads(self.norm_q(self.q(x)))
+        k = self._heads(self.norm_k(self.k(x)))
+        v = self._heads(self.v(x))
         q = ops.rope(q, cos, sin, style="adjacent")
         k = ops.rope(k, cos, sin, style="adjacent")
-        out = par.self_attention(q, k, v, valid_len, self.sp_size)
+        out = ops.attention(q, k, v) if sp is None else sp.attention(q, k, v)
         return self.o(out.flatten(2))
 
 
@@ -145,17 +126,14 @@ class WanCrossAttention(_WanAttention):
     """Cross attention to the text tokens; with `image_branch`, Wan2.1 i2v's extra attention to
     CLIP tokens (k_img / v_img / norm_k_img) added before the output projection."""
 
-    def __init__(self, cfg: WanConfig, lay: par.Layout, image_branch: bool):
-        super().__init__(cfg, lay)
+    def __init__(self, cfg: WanConfig, image_branch: bool):
+        super().__init__(cfg)
         dim = cfg.dim
         self.image_branch = image_branch
         if image_branch:
-            self.k_img = par.column_linear(dim, dim, lay)
-            self.v_img = par.column_linear(dim, dim, lay)
-            self.norm_k_img = self._qk_norm(cfg, lay)
-
-    def _heads(self, t):
-        return t.view(t.shape[0], t.shape[1], self.heads, self.head_dim)
+            self.k_img = nn.Linear(dim, dim)
+            self.v_img = nn.Linear(dim, dim)
+            self.norm_k_img = self._qk_norm(cfg)
 
     def forward(self, x, context, context_img=None):
         q = self._heads(self.norm_q(self.q(x)))
@@ -172,15 +150,14 @@ class WanCrossAttention(_WanAttention):
 
 
 class WanBlock(nn.Module):
-    def __init__(self, cfg: WanConfig, lay: par.Layout):
+    def __init__(self, cfg: WanConfig):
         super().__init__()
         dim, eps = cfg.dim, cfg.eps
         self.eps = eps
-        self.self_attn = WanSelfAttention(cfg, lay)
+        self.self_attn = WanSelfAttention(cfg)
         self.norm3 = FP32LayerNorm(dim, eps, affine=True) if cfg.cross_attn_norm else None
-        self.cross_attn = WanCrossAttention(cfg, lay, image_branch=cfg.image_dim is not None)
-        self.ffn = nn.Sequential(par.column_linear(dim, cfg.ffn_dim, lay), GeluTanh(),
-                                 par.row_linear(cfg.ffn_dim, dim, lay))
+        self.cross_attn = WanCrossAttention(cfg, image_branch=cfg.image_dim is not None)
+        self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), GeluTanh(), nn.Linear(cfg.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
         self.has_camera = cfg.camera_channels is not None
         if self.has_camera:  # LingBot-World's per-block camera injector (replicated under TP)
@@ -189,15 +166,16 @@ class WanBlock(nn.Module):
             self.cam_scale_layer = nn.Linear(dim, dim)
             self.cam_shift_layer = nn.Linear(dim, dim)
 
-    def forward(self, x, e0, cos, sin, valid_len, context, context_img, cam):
-        """x [B, S, C] fp32; e0 [B, 1|S, 6, C] fp32; cam [B, S, C] or None."""
+    def forward(self, x, e0, cos, sin, sp, context, context_img, cam):
+        """x [B, S, C] fp32; e0 [B, 1|S, 6, C] fp32; cam [B, S, C] or None; sp: the forward's
+        SequenceParallel, or None on one device."""
         wdt = self.ffn[0].weight.dtype
         mod = (self.modulation.float().unsqueeze(0) + e0).unbind(2)   # six [B, 1|S, C], fp32
         shift, scale, gate, c_shift, c_scale, c_gate = mod
         h = ops.norm_modulate(x, shift, scale, self.eps, out_dtype=wdt)
         # the fp32 residual takes the bf16 branch outputs as they are: x + y * gate promotes y
         # to fp32 inside the op, bit for bit what an explicit y.float() copy would give
-        x = ops.gated_residual(x, self.self_attn(h, cos, sin, valid_len), gate)
+        x = ops.gated_residual(x, self.self_attn(h, cos, sin, sp), gate)
         if cam is not None:
             if not self.has_camera:
                 raise LayoutError("camera input given to a model without camera layers "
@@ -245,18 +223,20 @@ class WanModel(CheckpointingMixin, nn.Module):
     cam [B, camera_channels*64, F, H, W] LingBot-World camera embedding (see phyx.models.wan.camera).
     """
 
-    def __init__(self, cfg: WanConfig, layout: par.Layout | None = None):
+    def __init__(self, cfg: WanConfig, parallel: ParallelState | None = None):
+        """parallel: the layout to build for (default: the current phyx.parallel state); a model
+        built for one device runs anywhere, e.g. as the reference on every rank."""
         super().__init__()
         self.cfg = cfg
-        self.layout = layout or par.current_layout()
-        par.check_layout(self.layout)
-        _check_heads(cfg, self.layout)
+        st = parallel if parallel is not None else get_parallel_state()
+        self.layout = st.config          # the ParallelConfig this model was built for
+        check_layout(cfg.num_heads, cfg.num_heads, st.config, "Wan")
         dim = cfg.dim
         self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), GeluTanh(), nn.Linear(dim, dim))
         self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(SiLU(), nn.Linear(dim, dim * 6))
-        self.blocks = nn.ModuleList([WanBlock(cfg, self.layout) for _ in range(cfg.num_layers)])
+        self.blocks = nn.ModuleList([WanBlock(cfg) for _ in range(cfg.num_layers)])
         self.head = Head(cfg)
         if cfg.image_dim is not None:
             self.img_emb = ImageProjection(cfg.image_dim, dim)
@@ -264,6 +244,7 @@ class WanModel(CheckpointingMixin, nn.Module):
             self.patch_embedding_wancamctrl = nn.Linear(cfg.camera_in_features, dim)
             self.c2ws_hidden_states_layer1 = nn.Linear(dim, dim)
             self.c2ws_hidden_states_layer2 = nn.Linear(dim, dim)
+        parallelize(self, TP_PLAN, st)
 
     # ---- dtype ---------------------------------------------------------------------------
     def cast(self, dtype: torch.dtype) -> "WanModel":
@@ -345,7 +326,6 @@ class WanModel(CheckpointingMixin, nn.Module):
 
     # ---- forward -------------------------------------------------------------------------
     def forward(self, x, t, context, y=None, clip_fea=None, cam=None):
-        lay = self.layout
         if y is not None:
             x = torch.cat([x, y.to(x.dtype)], dim=1)
         if x.dim() != 5 or x.shape[1] != self.cfg.in_dim:
@@ -363,23 +343,22 @@ class WanModel(CheckpointingMixin, nn.Module):
                                           tokens.device)
         cam_tok = self.camera_tokens(cam, grid) if cam is not None else None
 
-        # Ulysses: pad + shard everything that is per token, exactly like the tokens.
-        if lay.sp_size > 1:
-            tokens, _ = par.sp_shard(tokens, 1, lay.sp_size)
-            cos, sin = par.sp_shard_rope(cos, sin, lay.sp_size)
-            if per_token:
-                sin_t, _ = par.sp_shard(sin_t, 1, lay.sp_size)
-            if cam_tok is not None:
-                cam_tok, _ = par.sp_shard(cam_tok, 1, lay.sp_size)
+        # SP: pad + shard everything that is per token (SP_PLAN), exactly like the tokens.
+        sp = SequenceParallel(L, running_state(self.layout))
+        if sp.active:
+            sh = sp.shard_inputs(SP_PLAN, rope=(cos, sin), tokens=tokens, camera=cam_tok,
+                                 timestep=sin_t if per_token else None)
+            tokens, cam_tok, (cos, sin) = sh["tokens"], sh["camera"], sh["rope"]
+            sin_t = sh["timestep"] if per_token else sin_t
 
         e = _linear_fp32(self.time_embedding[2], ops.silu(_linear_fp32(self.time_embedding[0], sin_t)))
         e0 = _linear_fp32(self.time_projection[1], ops.silu(e)).unflatten(-1, (6, self.cfg.dim))
         context, context_img = self.embed_context(context, clip_fea)
 
         for block in self.blocks:
-            tokens = run_block(block, self.gradient_checkpointing, tokens, e0, cos, sin, L, context,
-                               context_img, cam_tok)
+            tokens = run_block(block, self.gradient_checkpointing, tokens, e0, cos, sin,
+                               sp if sp.active else None, context, context_img, cam_tok)
         out = self.head(tokens, e)
-        if lay.sp_size > 1:
-            out = par.sp_gather(out, 1, L, lay.sp_size)
+        if sp.active:
+            out = sp.gather_outputs(SP_PLAN, out=out)["out"]
         return self.unpatchify(out, grid)

@@ -9,15 +9,19 @@ import platform
 
 import torch
 
-# Host-side settings that change timings; recorded as found (None = unset).
-HOST_ENV = ("TASK_QUEUE_ENABLE", "CPU_AFFINITY_CONF", "PYTORCH_NPU_ALLOC_CONF",
-            "ASCEND_RT_VISIBLE_DEVICES", "ASCEND_LAUNCH_BLOCKING", "HCCL_BUFFSIZE",
-            "PYTORCH_CUDA_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING",
-            "NCCL_NVLS_ENABLE", "OMP_NUM_THREADS", "PHYX_BACKEND", "PHYX_POLICY", "PHYX_CUDA_TRITON")
+# Host-side settings that change timings, recorded as found (None = unset): phyx's own, plus
+# every registered backend's `host_env_vars` (all of them, so two machines' files line up).
+PHYX_HOST_ENV = ("PHYX_BACKEND", "PHYX_POLICY")
+
+
+def host_env_names() -> tuple[str, ...]:
+    from phyx.backend import host_env_vars
+
+    return tuple(dict.fromkeys(PHYX_HOST_ENV + host_env_vars()))
 
 
 def host_settings() -> dict:
-    return {k: os.environ.get(k) for k in HOST_ENV}
+    return {k: os.environ.get(k) for k in host_env_names()}
 
 
 def machine_meta(note: str | None = None) -> dict:
@@ -38,8 +42,8 @@ def machine_meta(note: str | None = None) -> dict:
         "host": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                  "torch_threads": torch.get_num_threads(), "settings": host_settings()},
     }
-    if hasattr(b, "soc_info"):
-        meta["soc"] = b.soc_info()
+    if b.hardware_info():
+        meta["hardware"] = b.hardware_info()
     if note:
         meta["note"] = note
     return meta

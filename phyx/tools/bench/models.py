@@ -284,16 +284,10 @@ def compile_blocks(model) -> int:
 
 @contextlib.contextmanager
 def _reference_elementwise():
-    from phyx.ops import _dispatch
-
-    before = {op: _dispatch._pinned.get(op) for op in COMPILE_AS_REFERENCE}
-    try:
+    with contextlib.ExitStack() as stack:
         for op in COMPILE_AS_REFERENCE:
-            phyx.ops.use_kernel(op, "reference")
+            stack.enter_context(phyx.ops.kernel_override(op, "reference"))
         yield
-    finally:
-        for op, name in before.items():
-            phyx.ops.use_kernel(op, name)
 
 
 PEER_ATTENTION = ("native", "fa4")
@@ -336,15 +330,11 @@ def _diffusers_attention(backend):
 def _countable_attention():
     """torch's FLOP counter sees aten's SDPA kernels, not FlashAttention-4's CuTe kernels: while
     counting, both implementations run attention through SDPA (the same arithmetic)."""
-    from phyx.ops import _dispatch
-
     names = [k.name for k in phyx.ops.available_kernels("attention")]
-    pinned = _dispatch._pinned.get("attention")
     swap = "sdpa" in names and phyx.ops.chosen_kernel("attention").name != "sdpa"
     with contextlib.ExitStack() as stack:
         if swap:
-            phyx.ops.use_kernel("attention", "sdpa")
-            stack.callback(phyx.ops.use_kernel, "attention", pinned)
+            stack.enter_context(phyx.ops.kernel_override("attention", "sdpa"))
         try:
             from diffusers.models import attention_dispatch as ad
         except Exception:  # noqa: BLE001 - no diffusers: nothing to switch

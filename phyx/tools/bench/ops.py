@@ -103,9 +103,7 @@ def _parity(fn, args_fn, dtype, ref_fn) -> dict:
 
 # ------------------------------------------------------------------ attention
 def _direct_attention_calls(q, k, v, causal):
-    b = phyx.get_backend()
-    hook = getattr(b, "bench_direct_attention", None)
-    return hook(q, k, v, causal) if hook else {}
+    return phyx.get_backend().bench_direct_attention(q, k, v, causal)
 
 
 def bench_attention(shapes: dict, dtype=torch.bfloat16, iters: int = 5, log=print) -> list[dict]:
@@ -238,14 +236,13 @@ def bench_fused(shapes: dict, dtype=torch.bfloat16, iters: int = 20, copy_gbps: 
     dev = _dev()
     recs = []
     b = phyx.get_backend()
-    extra_hook = getattr(b, "bench_candidate_kernels", None)
     for name, (op, shape, extra, what) in shapes.items():
         args, nbytes = _fused_inputs(op, shape, extra, dtype, dev)
         cands = {"eager": getattr(reference, op), "phyx.ops": getattr(ops, op)}
         for kern in ops.available_kernels(op):
             if kern.name != "reference":
                 cands[f"phyx:{kern.name}"] = kern.fn
-        for kern in (extra_hook(op) if extra_hook else []):
+        for kern in b.bench_candidate_kernels(op):
             cands.setdefault(f"phyx:{kern.name}", kern.fn)
         eager_ms = None
         for cname, fn in cands.items():

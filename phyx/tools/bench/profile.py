@@ -1,10 +1,9 @@
-"""Optional profiler around a benchmark run (`--profile DIR`). On the NPU it is torch_npu's
-profiler (what Ascend's tools read); elsewhere torch.profiler. Off unless asked: a profiler
-changes the timings it records."""
+"""Optional profiler around a benchmark run (`--profile DIR`): the active backend's
+`profiler(out_dir)` hook (torch_npu's profiler on the NPU, what Ascend's tools read; torch.profiler
+elsewhere). Off unless asked: a profiler changes the timings it records."""
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 
@@ -16,27 +15,8 @@ def maybe_profile(out_dir: str | None):
         return
     import phyx
 
-    os.makedirs(out_dir, exist_ok=True)
-    backend = phyx.get_backend()
-    if backend.device_type == "npu":
-        import torch_npu  # noqa: PLC0415 - only on NPU machines
-
-        prof = torch_npu.profiler
-        cfg = prof._ExperimentalConfig(profiler_level=prof.ProfilerLevel.Level1,
-                                       aic_metrics=prof.AiCMetrics.PipeUtilization)
-        with prof.profile(activities=[prof.ProfilerActivity.CPU, prof.ProfilerActivity.NPU],
-                          on_trace_ready=prof.tensorboard_trace_handler(out_dir),
-                          record_shapes=True, experimental_config=cfg) as p:
-            yield p
-        return
-    import torch.profiler as tp
-
-    acts = [tp.ProfilerActivity.CPU]
-    if backend.device_type == "cuda":
-        acts.append(tp.ProfilerActivity.CUDA)
-    with tp.profile(activities=acts, record_shapes=True) as p:
+    with phyx.get_backend().profiler(out_dir) as p:
         yield p
-    p.export_chrome_trace(os.path.join(out_dir, "trace.json"))
 
 
 # Kernel-name patterns per category, first match wins. CUDA kernel names (cuBLAS / CUTLASS / cuDNN
@@ -78,17 +58,19 @@ def kernel_breakdown(step, top: int = 15) -> dict:
 
     import phyx
 
-    dev = phyx.get_backend().device
-    on_cuda = dev.device_type == "cuda"
-    acts = [tp.ProfilerActivity.CPU] + ([tp.ProfilerActivity.CUDA] if on_cuda else [])
+    backend = phyx.get_backend()
+    dev = backend.device
+    activity = backend.kernel_profiler_activity   # e.g. 'CUDA'; None: count host aten ops
+    on_device = activity is not None
+    acts = [tp.ProfilerActivity.CPU] + ([getattr(tp.ProfilerActivity, activity)] if on_device else [])
     dev.synchronize()
     with tp.profile(activities=acts) as prof:
         step()
         dev.synchronize()
     rows = []
     for ev in prof.key_averages():
-        if on_cuda:
-            if ev.device_type != torch.autograd.DeviceType.CUDA:
+        if on_device:
+            if ev.device_type != getattr(torch.autograd.DeviceType, activity):
                 continue
             us = ev.self_device_time_total
         else:
@@ -103,7 +85,7 @@ def kernel_breakdown(step, top: int = 15) -> dict:
         cat = categorise(name)
         per_cat[cat] = per_cat.get(cat, 0.0) + ms
     total = sum(per_cat.values())
-    return {"source": "cuda kernels" if on_cuda else "cpu aten self time",
+    return {"source": f"{activity.lower()} kernels" if on_device else "cpu aten self time",
             "total_ms": total,
             "ms_per_category": dict(sorted(per_cat.items(), key=lambda kv: -kv[1])),
             "top": [{"name": n[:120], "ms": ms, "calls": c, "category": categorise(n)}

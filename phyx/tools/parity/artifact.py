@@ -71,7 +71,7 @@ def environment(backend=None) -> dict:
         "device_type": b.device_type, "devices": _safe(b.describe_devices),
         "versions": {"python": platform.python_version(), "phyx": phyx.__version__,
                      **_safe(b.versions, {})},
-        "soc": _safe(getattr(b, "soc_info", None), None),
+        "hardware": _safe(b.hardware_info, None),
         "policy": get_policy(), "kernels": chosen_kernels(),
         "precision_flags": _safe(b.precision_flags, {}),
         "determinism": determinism_flags(b),

@@ -1,10 +1,7 @@
 """Which backends can take part in a parity run, and switching between them in one process."""
 from __future__ import annotations
 
-import contextlib
-
 import phyx.backend as _reg
-from phyx.ops import _dispatch
 
 EMULATED_NOTE = "EMULATED: proves the NPU translation on the CPU, not NPU numerics"
 
@@ -37,29 +34,16 @@ def resolve_backends(requested: list[str] | None) -> tuple[list[str], dict[str, 
 
 
 def is_emulated(name: str) -> bool:
+    """The backend's declared `emulated` flag (False when its plug-in does not load)."""
     try:
-        return bool(getattr(_reg.backend_class(name), "emulated", False))
-    except Exception:
-        return name.endswith("-emulated")
+        return bool(_reg.backend_class(name).emulated)
+    except Exception:  # unknown or broken plug-in: it cannot have run, so nothing was emulated
+        return False
 
 
 def label(name: str) -> str:
     return f"{name} (EMULATED)" if is_emulated(name) else name
 
 
-@contextlib.contextmanager
-def using_backend(name: str, policy: str | None = None):
-    """Make `name` the active backend for the block, then restore the previous one (or the
-    not-yet-chosen state, so env selection still applies later)."""
-    prev, prev_reason, prev_policy = _reg._active["backend"], _reg._active["reason"], _reg.get_policy()
-    backend = _reg.set_backend(name, policy or prev_policy, _reason=f"phyx.tools.parity run on {name}")
-    try:
-        yield backend
-    finally:
-        if prev is not None:
-            _reg.set_backend(prev.name, prev_policy, _reason=prev_reason)
-        else:
-            _dispatch.rebuild(None, prev_policy)
-            for op in _dispatch.OP_NAMES:
-                setattr(_dispatch.K, op, _dispatch._bootstrap(op))
-            _reg._active["backend"], _reg._active["reason"] = None, None
+# The block runs under `name`, then the previous backend (or the not-yet-chosen state) returns.
+using_backend = _reg.using

@@ -7,7 +7,7 @@
 mode 'full' keeps every tensor (CPU copies; needed for replay); mode 'stats' keeps statistics and
 a fixed strided sample of each tensor (for large runs). Records are named by module path, with
 '#k' for the k-th call of a module called more than once; per-op records are named
-'<module>/op:<op>#k' and wrap phyx.ops' kernel table, so they see every phyx.ops call.
+'<module>/op:<op>#k' and come from phyx.ops.observe, so they see every phyx.ops kernel call.
 
 Methods and host functions that are not a module's forward can be captured too:
 - a layer pattern 'path:method' (e.g. 'layers.*.self_attn:gen') wraps that method of every
@@ -166,7 +166,7 @@ class Capture:
         self._handles: list = []
         self._stack: list[tuple[str, Any]] = []
         self._calls: dict[str, int] = {}
-        self._op_orig: dict = {}
+        self._observing = None
 
     # -- lifecycle --
     def __enter__(self):
@@ -263,34 +263,26 @@ class Capture:
             return None
         return hook
 
-    # -- per-op records through the kernel table --
+    # -- per-op records through phyx.ops.observe --
+    def _on_op(self, op, kernel_name, args, out):
+        if not self.enabled:
+            return
+        parent = self._stack[-1][0] if self._stack else "<root>"
+        layer = f"{parent}/op:{op}"
+        rec = Record(-1, self._unique(layer), f"op:{op}", "op")
+        self._pack_inputs(rec, layer, args, {})
+        self._finish(rec, layer, out)
+
     def _wrap_ops(self):
-        from phyx.backend import get_backend
-        from phyx.ops import _dispatch
+        from phyx.ops import observe
 
-        get_backend()  # build the kernel table first: a lazy first call would overwrite the wraps
-
-        for op in _dispatch.OP_NAMES:
-            orig = getattr(_dispatch.K, op)
-            self._op_orig[op] = orig
-
-            def wrapped(*args, _op=op, _orig=orig):
-                out = _orig(*args)
-                if self.enabled:
-                    parent = self._stack[-1][0] if self._stack else "<root>"
-                    layer = f"{parent}/op:{_op}"
-                    rec = Record(-1, self._unique(layer), f"op:{_op}", "op")
-                    self._pack_inputs(rec, layer, args, {})
-                    self._finish(rec, layer, out)
-                return out
-            setattr(_dispatch.K, op, wrapped)
+        self._observing = observe(self._on_op)
+        self._observing.__enter__()
 
     def _unwrap_ops(self):
-        from phyx.ops import _dispatch
-
-        for op, orig in self._op_orig.items():
-            setattr(_dispatch.K, op, orig)
-        self._op_orig.clear()
+        if self._observing is not None:
+            self._observing.__exit__(None, None, None)
+            self._observing = None
 
 
 def _resolve_function(where: str):

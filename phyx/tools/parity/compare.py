@@ -29,7 +29,7 @@ def replay(model: torch.nn.Module, source: RunData, device, cast: torch.dtype | 
            only: set[str] | None = None) -> tuple[dict, dict]:
     """Run each recorded layer of `source` again on `model` (this backend) from its recorded
     inputs. Returns ({layer: {key: output on CPU}}, {layer: error message})."""
-    from phyx.ops import _dispatch
+    from phyx.ops import call_kernel
 
     def conv(t):
         if cast is not None and t.is_floating_point():
@@ -55,7 +55,7 @@ def replay(model: torch.nn.Module, source: RunData, device, cast: torch.dtype | 
                 args = unpack(L["inputs"]["args"], tensors, cv, device, cast)
                 kwargs = unpack(L["inputs"]["kwargs"], tensors, cv, device, cast)
                 if L["kind"] == "op":
-                    result = getattr(_dispatch.K, L["target"][3:])(*args)
+                    result = call_kernel(L["target"][3:], *args)
                 else:
                     result = call_recorded(model, L, args, kwargs)
             except NotReplayable as e:

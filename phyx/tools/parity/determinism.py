@@ -11,21 +11,22 @@ import os
 
 import torch
 
-# Switches per backend family: env var -> value when determinism (and debug) are on.
-CUDA_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
-NPU_ENV = {"HCCL_DETERMINISTIC": "true",        # deterministic HCCL reductions
-           "CLOSE_MATMUL_K_SHIFT": "1"}         # no K-axis split reordering in matmul
-NPU_DEBUG_ENV = {"INF_NAN_MODE_ENABLE": "1",    # IEEE inf/nan instead of saturation
-                 "ASCEND_LAUNCH_BLOCKING": "1"}  # synchronous launches: errors at the right op
-CUDA_DEBUG_ENV = {"CUDA_LAUNCH_BLOCKING": "1"}
-ALL_VARS = tuple({**CUDA_ENV, **NPU_ENV, **NPU_DEBUG_ENV, **CUDA_DEBUG_ENV})
 
+def determinism_env_vars(backend=None) -> tuple[str, ...]:
+    """Every env switch a registered backend (and `backend`) names in determinism_env(debug=True):
+    all are recorded in manifests, set or not, so two machines' manifests line up."""
+    from phyx.backend import backend_class, registered_backends
 
-def _family(backend) -> str:
-    name = getattr(backend, "name", "cpu")
-    if name.startswith("npu"):
-        return "npu"
-    return "cuda" if getattr(backend, "device_type", "cpu") == "cuda" else "cpu"
+    classes = [type(backend)] if backend is not None else []
+    for name in registered_backends():
+        try:
+            classes.append(backend_class(name))
+        except Exception:  # a plug-in that fails to import names nothing
+            continue
+    names: dict[str, None] = {}
+    for cls in classes:
+        names.update(dict.fromkeys(cls.determinism_env(debug=True)))
+    return tuple(names)
 
 
 def set_determinism(backend=None, *, deterministic: bool = True, reduced_precision: bool = False,
@@ -34,23 +35,19 @@ def set_determinism(backend=None, *, deterministic: bool = True, reduced_precisi
 
     - torch.use_deterministic_algorithms(deterministic, warn_only=True)
     - TF32 / HF32 via backend.set_reduced_precision_matmul(reduced_precision)
-    - cuda: CUBLAS_WORKSPACE_CONFIG; npu / npu-emulated: HCCL_DETERMINISTIC, CLOSE_MATMUL_K_SHIFT;
-      debug adds INF_NAN_MODE_ENABLE, ASCEND_LAUNCH_BLOCKING (npu) or CUDA_LAUNCH_BLOCKING (cuda).
+    - the backend's determinism_env(debug): e.g. CUBLAS_WORKSPACE_CONFIG on CUDA, HCCL_DETERMINISTIC
+      and CLOSE_MATMUL_K_SHIFT on the NPU; debug adds synchronous launches (and IEEE inf/nan).
     Returns determinism_flags() afterwards."""
     import phyx
 
     b = backend or phyx.get_backend()
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    try:
-        b.set_reduced_precision_matmul(reduced_precision)
-    except Exception:  # a backend without the switch has nothing to turn off
-        pass
-    fam = _family(b)
-    env = {}
-    if deterministic:
-        env.update(CUDA_ENV if fam == "cuda" else NPU_ENV if fam == "npu" else {})
+    b.set_reduced_precision_matmul(reduced_precision)
+    base = b.determinism_env(debug=False)
+    with_debug = b.determinism_env(debug=True)
+    env = dict(base) if deterministic else {}
     if debug:
-        env.update(CUDA_DEBUG_ENV if fam == "cuda" else NPU_DEBUG_ENV if fam == "npu" else {})
+        env.update({k: v for k, v in with_debug.items() if k not in base})
     for k, v in env.items():
         os.environ[k] = v
     return determinism_flags(b)
@@ -68,4 +65,4 @@ def determinism_flags(backend=None) -> dict:
     return {"torch_deterministic": torch.are_deterministic_algorithms_enabled(),
             "torch_deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
             "precision": precision,
-            "env": {k: os.environ.get(k) for k in ALL_VARS}}
+            "env": {k: os.environ.get(k) for k in determinism_env_vars(b)}}

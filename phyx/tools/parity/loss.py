@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from phyx.device import torch_device
 from phyx.tools.parity import metrics as M
 from phyx.tools.parity.backends import using_backend
 
@@ -55,7 +56,7 @@ def train(build: Callable, inputs: dict, forward: Callable, backend: str, *, ste
     """AdamW for `steps` steps on `backend`. prepare(model, device, dtype) places the model
     (default .to(device, dtype)); every random draw happens in make_batch on the CPU."""
     with using_backend(backend, policy) as b:
-        dev = b.torch_device(0) if b.device_type != "cpu" else torch.device("cpu")
+        dev = torch_device()   # this rank's current device, never device 0
         model = build()
         model = (prepare(model, dev, dtype) if prepare is not None
                  else model.to(device=dev, dtype=dtype)).train()

@@ -1,17 +1,19 @@
 """Model-level parity: record a run on one backend, replay another's layers, measure the noise
 floor, and the one-call API the model and pipeline code uses:
 
-    from phyx.tools.parity import run_model_parity, ModelSpec
-    spec = ModelSpec("wan-tiny", build=lambda: build_model(cfg, seed=0), make_inputs=...,
+    from phyx.tools.parity.model import run_model_parity, ParitySpec
+    spec = ParitySpec("my-dit", build=lambda: build_model(cfg, seed=0), make_inputs=...,
                      forward=lambda model, inputs, device, dtype: ..., config=cfg_dict,
                      layers=["blocks.*", "blocks.*.self_attn", ...])
     result = run_model_parity(spec, backends=["cpu", "npu-emulated"], dtype="fp32")
     print(result.text()); assert not result.failed
 
-A ModelSpec's `build()` returns the model on the CPU with fp32 weights that are the same on every
+A ParitySpec's `build()` returns the model on the CPU with fp32 weights that are the same on every
 call (seeded, or loaded from a checkpoint); `make_inputs(seed)` draws every input on the CPU
 (noise, sigmas, text embeddings, data order: the same seed gives different torch.randn on
 different vendors); `forward(model, inputs, device, dtype)` runs one teacher-forced step.
+The real models' specs are thin views of their family adapters (phyx.models.registry; zoo.py);
+register_model / 'module:factory' add models that are not a phyx family (the toy tiny-dit).
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ class LossSpec:
 
 
 @dataclass
-class ModelSpec:
+class ParitySpec:
     name: str
     build: Callable[[], torch.nn.Module]
     make_inputs: Callable[[int], dict]
@@ -58,12 +60,12 @@ class ModelSpec:
         return model.to(device=device, dtype=dtype)
 
 
-_REGISTRY: dict[str, Callable[..., ModelSpec]] = {}
+_REGISTRY: dict[str, Callable[..., ParitySpec]] = {}
 
 
-def register_model(name: str, factory: Callable[..., ModelSpec]) -> None:
+def register_model(name: str, factory: Callable[..., ParitySpec]) -> None:
     """Make a model recordable by `phyx parity record --model NAME`. factory(config: dict,
-    seed: int) -> ModelSpec."""
+    seed: int) -> ParitySpec."""
     _REGISTRY[name] = factory
 
 
@@ -78,9 +80,18 @@ def _load_zoo() -> None:
     importlib.import_module("phyx.tools.parity.zoo")
 
 
-def get_model_spec(name: str, config: dict | None = None, seed: int = 0) -> ModelSpec:
+def get_model_spec(name: str, config: dict | None = None, seed: int = 0) -> ParitySpec:
+    """The spec of registered model `name` (a canonical model name or an alias from
+    phyx.models.registry, or a register_model name), or of 'module:factory'."""
     if name not in _REGISTRY:
         _load_zoo()
+        from phyx.errors import UnknownModelError
+        from phyx.models import registry
+
+        try:
+            name = registry.canonical(name)
+        except UnknownModelError:
+            pass
     if name in _REGISTRY:
         return _REGISTRY[name](config or {}, seed)
     if ":" in name:  # 'package.module:factory' for models registered outside phyx.tools.parity
@@ -90,11 +101,11 @@ def get_model_spec(name: str, config: dict | None = None, seed: int = 0) -> Mode
                      f"'module:factory')")
 
 
-def _tiny_dit_spec(config: dict, seed: int) -> ModelSpec:
+def _tiny_dit_spec(config: dict, seed: int) -> ParitySpec:
     from phyx.tools.parity import tiny_dit as T
 
     cfg = T.TinyDiTConfig.from_dict(config) if config else T.TinyDiTConfig()
-    return ModelSpec("tiny-dit", build=lambda: T.build(cfg, seed),
+    return ParitySpec("tiny-dit", build=lambda: T.build(cfg, seed),
                      make_inputs=lambda s: T.make_inputs(cfg, s), forward=T.forward,
                      config=cfg.to_dict(), layers=T.CAPTURE_LAYERS, seed=seed)
 
@@ -112,10 +123,13 @@ def _dname(d) -> str:
 
 
 def _device(b):
-    return b.torch_device(0) if b.device_type != "cpu" else torch.device("cpu")
+    """The active backend's current device (this rank's under torchrun), never device 0."""
+    from phyx.device import torch_device
+
+    return torch_device()
 
 
-def record_run(spec: ModelSpec, backend: str | None = None, dtype="fp32", *, policy="fast",
+def record_run(spec: ParitySpec, backend: str | None = None, dtype="fp32", *, policy="fast",
                inputs: dict | None = None, mode: str = "full", per_op: bool = False,
                replay_from: A.RunData | None = None, merge=None,
                reduced_precision: bool = False) -> A.RunData:
@@ -158,7 +172,7 @@ def record_run(spec: ModelSpec, backend: str | None = None, dtype="fp32", *, pol
         return go(b)
 
 
-def oracle_outputs(spec: ModelSpec, source: A.RunData) -> dict:
+def oracle_outputs(spec: ParitySpec, source: A.RunData) -> dict:
     """Every recorded layer of `source` replayed in float64 on the CPU (reference kernels)."""
     with using_backend("cpu", "reference"):
         model = spec.build().to(torch.float64).eval()
@@ -166,11 +180,11 @@ def oracle_outputs(spec: ModelSpec, source: A.RunData) -> dict:
     return outs
 
 
-def measure_noise_floor(spec: ModelSpec, source: A.RunData, backend: str) -> dict:
+def measure_noise_floor(spec: ParitySpec, source: A.RunData, backend: str) -> dict:
     """Per-layer rel_l2 between replays of `source` on one backend: twice with the same kernels
     (determinism) and once per alternative kernel of each op (e.g. cpu 'reference' vs
     'torch.sdpa'). Thresholds are then set relative to it (FLOOR_FACTOR x)."""
-    from phyx.ops import _dispatch
+    import phyx.ops
     from phyx.tools.parity import metrics as M
 
     floor: dict[str, float] = {}
@@ -187,13 +201,10 @@ def measure_noise_floor(spec: ModelSpec, source: A.RunData, backend: str) -> dic
         base, _ = replay(model, source, _device(b))
         again, _ = replay(model, source, _device(b))
         fold(base, again)
-        for op in _dispatch.OP_NAMES:
-            for k in _dispatch.available_kernels(op)[1:]:
-                try:
-                    _dispatch.use_kernel(op, k.name)
+        for op in phyx.ops.OP_NAMES:
+            for k in phyx.ops.available_kernels(op)[1:]:
+                with phyx.ops.kernel_override(op, k.name):
                     alt, _ = replay(model, source, _device(b))
-                finally:
-                    _dispatch.use_kernel(op, None)
                 fold(base, alt)
     return floor
 
@@ -212,7 +223,7 @@ class ModelParityResult:
         return "\n\n".join(format_compare(r) for r in self.reports)
 
 
-def run_model_parity(spec: ModelSpec, backends: list[str] | None = None, dtype="fp32", *,
+def run_model_parity(spec: ParitySpec, backends: list[str] | None = None, dtype="fp32", *,
                      policy: str = "fast", per_op: bool = False, oracle: bool = True,
                      noise_floor: bool = False, mode: str = "full") -> ModelParityResult:
     """Record spec on the first backend, then on each other backend with a replay of the first

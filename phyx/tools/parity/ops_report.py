@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from phyx.device import torch_device
 from phyx.errors import UnsupportedArgumentError
 from phyx.ops import reference
 from phyx.tools.parity import metrics as M
@@ -105,8 +106,8 @@ def run_op_parity(backends: list[str] | None = None, dtypes: list[str] | None = 
                 "emulated": b.emulated, "devices": b.describe_devices(),
                 "versions": b.versions(), "precision_flags": b.precision_flags(),
                 "kernels": ops.chosen_kernels(),
-                **({"soc": b.soc_info()} if hasattr(b, "soc_info") else {})}
-            device = b.torch_device(0) if b.device_type != "cpu" else torch.device("cpu")
+                "hardware": b.hardware_info()}
+            device = torch_device()   # this rank's current device, never device 0
             for c in cases:
                 kernel = ops.chosen_kernel(c.op).name
                 for d in dtypes:
