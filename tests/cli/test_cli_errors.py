@@ -135,7 +135,8 @@ def test_missing_ffmpeg_is_found_before_model_work(gen, tmp_path, capsys, monkey
 
 OTHER_CASES = [
     (["parallel", "plan", "--layout", "2x2"], "cfg x sp x tp"),
-    (["parallel", "plan", "--layout", "2x2x2x2"], "cfg x sp x tp"),
+    (["parallel", "plan", "--layout", "2x2x2x2x2"], "cfg x sp x tp"),
+    (["parallel", "plan", "--layout", "1x4x1x3"], "ring"),
     (["parallel", "plan", "--layout", "3x1x1"], "cfg must be 1 or 2"),
     (["parallel", "plan", "--heads", "0"], "--heads"),
     (["parallel", "plan", "--hidden", "-5"], "--hidden"),
@@ -245,7 +246,7 @@ def test_stdout_onto_a_full_device():
 def test_json_goes_to_stdout_alone(capsys):
     assert main(["parallel", "plan", "--layout", "1x2x1", "--json"]) == 0
     plans = json.loads(capsys.readouterr().out)
-    assert plans[0]["config"] == {"cfg": 1, "sp": 2, "tp": 1}
+    assert (plans[0]["config"]["cfg"], plans[0]["config"]["sp"], plans[0]["config"]["tp"]) == (1, 2, 1)
 
 
 def test_atomic_writes_never_replace_a_device(tmp_path):
