@@ -73,7 +73,7 @@ def _cmd_generate(args) -> int:
             print(f"{name:<26} {'/'.join(s.tasks):<10} {s.description}")
         return 0
     _quiet_libraries()
-    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerateArgs) if hasattr(args, f.name)}
+    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerateArgs) if f.metadata.get("cli", True)}
     try:
         result = generate(GenerateArgs(**kw))
     finally:
