@@ -2,7 +2,9 @@
 # One call on a GPU machine: CUDA backend tests, op parity on cuda, op benchmarks, model steps.
 #   benchmarks/gpu_suite.sh            # on the GPU machine (writes into $OUT, default ./out/gpu)
 #   benchmarks/gpu_suite.sh --cpu      # dry run of the same steps on the CPU, tiny shapes
-# Steps: STEPS="tests parity ops models" (default all). Each step is time-boxed so one hang
+# Steps: STEPS="tests parity certify ops models" (default all). certify: on cuda it records the
+# NPU certificate's reference set into $OUT/certify_artifacts (copy it to
+# phyx/tools/certify/artifacts); on npu / npu-emulated it runs `phyx certify` into $OUT/certificate. Each step is time-boxed so one hang
 # cannot eat the rest; every log and JSON lands in $OUT. Knobs: OPS_SECTIONS, OPS_NAME, MODELS,
 # MODES, PEER_ATTENTION (native | fa4), MODELS_NAME, PROFILE (a folder: vendor profiler traces),
 # BACKEND (default cuda; cpu with --cpu), *_TIMEOUT.
@@ -12,7 +14,7 @@ OUT=${OUT:-$PWD/out/gpu}
 mkdir -p "$OUT"
 MODE=gpu
 [ "${1:-}" = "--cpu" ] && MODE=cpu
-STEPS=${STEPS:-"tests parity ops models"}
+STEPS=${STEPS:-"tests parity certify ops models"}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 PY=${PY:-python3}
 
@@ -65,6 +67,14 @@ for step in $STEPS; do
       timeout ${TESTS_TIMEOUT:-240} $PY -m pytest -q -p no:cacheprovider $BACKEND_TESTS -rs --tb=short 2>&1 | tee "$OUT/tests.log" | tail -50 ;;
     parity)
       timeout 150 $PY -m pytest -q -p no:cacheprovider tests/ops/test_ops_parity.py --backend "$BACKEND" --tb=line 2>&1 | tee "$OUT/parity.log" | tail -30 ;;
+    certify)
+      case $BACKEND in
+        cuda) timeout ${CERTIFY_TIMEOUT:-300} $PY -m phyx.cli certify record --backend cuda --overwrite \
+                --out "$OUT/certify_artifacts" 2>&1 | tee "$OUT/certify.log" ;;
+        npu|npu-emulated) timeout ${CERTIFY_TIMEOUT:-600} $PY -m phyx.cli certify --backend "$BACKEND" \
+                --out "$OUT/certificate" 2>&1 | tee "$OUT/certify.log" | tail -40 ;;
+        *) echo "certify: nothing to do on $BACKEND" ;;
+      esac ;;
     ops)
       timeout ${OPS_TIMEOUT:-330} $PY -m phyx.cli bench ops --backend "$BACKEND" $QUICK ${OPS_SECTIONS:+--sections $OPS_SECTIONS} $PROFILE_OPS \
         --out "$OUT/${OPS_NAME:-ops}.json" 2>&1 | tee "$OUT/${OPS_NAME:-ops}.log" ;;

@@ -12,6 +12,7 @@ paths need no special casing.
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from typing import Sequence
 
@@ -32,10 +33,38 @@ class CommError(PhyxError):
 
 # --- life cycle -----------------------------------------------------------------------------
 
+def dist_timeout_s(environ=None) -> float:
+    """The process-group timeout from PHYX_DIST_TIMEOUT_S (default 300 s), or a CommError."""
+    env = os.environ if environ is None else environ
+    raw = env.get(TIMEOUT_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_TIMEOUT_S
+    try:
+        t = float(raw)
+    except ValueError:
+        t = float("nan")
+    if not t > 0 or t == float("inf"):
+        raise CommError(f"{TIMEOUT_ENV}={raw!r} is not a positive number of seconds: set it to e.g. "
+                        f"{DEFAULT_TIMEOUT_S:.0f} (the default), or 1800 when one rank works alone for "
+                        f"minutes (checkpoint load, VAE decode), or unset it")
+    return t
+
+
 def _timeout_s(timeout_s: float | None) -> float:
     if timeout_s is not None:
         return float(timeout_s)
-    return float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    return dist_timeout_s()
+
+
+def _dist_env_defaults(backend, t: float) -> dict:
+    """The backend's switches for timeout t (plug-ins written before the argument get none)."""
+    try:
+        params = inspect.signature(backend.dist_env_defaults).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "timeout_s" in params:
+        return backend.dist_env_defaults(timeout_s=t)
+    return backend.dist_env_defaults()
 
 
 def _env_int(name: str, default: int | None = None) -> int:
@@ -73,7 +102,7 @@ def init_distributed(timeout_s: float | None = None, *, rank: int | None = None,
     if not 0 <= rank < world_size:
         raise CommError(f"rank {rank} is outside world size {world_size}")
     t = _timeout_s(timeout_s)
-    for k, v in backend.dist_env_defaults().items():
+    for k, v in _dist_env_defaults(backend, t).items():
         os.environ.setdefault(k, str(v))
     if backend.device_type != "cpu":
         backend.device.set_device(local_rank)

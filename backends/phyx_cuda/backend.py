@@ -68,7 +68,7 @@ class CudaBackend(Backend):
         return {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
                 "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32}
 
-    def dist_env_defaults(self):
+    def dist_env_defaults(self, timeout_s=None):
         # Async error handling makes a dead peer abort the collective instead of hanging.
         return {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
 

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from phyx.backend.base import Backend, DeviceModule, Kernel, OpSupport, TorchDeviceModule
+from phyx.comm import DEFAULT_TIMEOUT_S
 from phyx.kernels.spec import ATTENTION_FEATURES
+from phyx_npu import hccl_env
 from phyx_npu.capabilities import capabilities_for
 from phyx_npu.translate import NpuKernels
 
@@ -25,20 +27,10 @@ NPU_DETERMINISM_ENV = {"HCCL_DETERMINISTIC": "true",      # deterministic HCCL r
 NPU_DEBUG_ENV = {"INF_NAN_MODE_ENABLE": "1",              # IEEE inf/nan instead of saturation
                  "ASCEND_LAUNCH_BLOCKING": "1"}           # synchronous launches: errors at the right op
 
-# HCCL: bounded failure. The Ascend docs ask for an init_process_group timeout LONGER than both
-# HCCL timeouts, so HCCL's own error (with its reason) comes before the watchdog's. phyx.comm's
-# default process-group timeout is 300 s (PHYX_DIST_TIMEOUT_S), hence:
-# - HCCL_EXEC_TIMEOUT 272 s = 4 * 68: A2/A3 take whole seconds; the first-generation Atlas
-#   training / inference series round down to a multiple of 68 s, so a multiple of 68 is exact
-#   everywhere. Raise it together with PHYX_DIST_TIMEOUT_S for longer uneven work.
-# - HCCL_CONNECT_TIMEOUT 120 s: the documented minimum (range 120..7200); the real wait is +20 s.
-# - TORCH_HCCL_ASYNC_ERROR_HANDLING: torch_npu 2.14 reads this name and warns that the old
-#   HCCL_ASYNC_ERROR_HANDLING is deprecated; 1 = abort the communicator and tear the process down.
-HCCL_ENV_DEFAULTS = {
-    "HCCL_EXEC_TIMEOUT": "272",
-    "HCCL_CONNECT_TIMEOUT": "120",
-    "TORCH_HCCL_ASYNC_ERROR_HANDLING": "1",   # a failed collective aborts instead of hanging
-}
+# HCCL: bounded failure. Both HCCL timeouts follow phyx.comm's process-group timeout
+# (PHYX_DIST_TIMEOUT_S) and stay below it, as Ascend asks: see phyx_npu.hccl_env. These are the
+# values for the default 300 s (HCCL_EXEC_TIMEOUT 272 = 4 x 68, HCCL_CONNECT_TIMEOUT 252).
+HCCL_ENV_DEFAULTS = hccl_env.hccl_env_defaults(DEFAULT_TIMEOUT_S, environ={})
 
 _MISSING_MSG = (
     "the NPU backend needs the torch-npu package and the CANN runtime (libascendcl, libhccl; "
@@ -152,12 +144,16 @@ class NpuBackend(Backend):
                 "npu.conv.allow_hf32": bool(self.tnpu.npu.conv.allow_hf32)}
 
     # --- distributed -------------------------------------------------------------------------
-    def dist_env_defaults(self) -> dict:
-        """Bounded HCCL failures. Notes for phyx.comm: do not rely on ReduceOp.AVG on HCCL (sum,
-        then divide); HCCL_BUFFSIZE (MB, default 200) is allocated per communicator, twice (send +
-        receive), so it multiplies with the number of mesh groups -- lower it for large meshes;
+    def dist_env_defaults(self, timeout_s: float | None = None) -> dict:
+        """Bounded HCCL failures for a process-group timeout of `timeout_s` (default
+        PHYX_DIST_TIMEOUT_S); HCCL values the user set are checked against it (phyx_npu.hccl_env).
+        Notes for phyx.comm: do not rely on ReduceOp.AVG on HCCL (sum, then divide); HCCL_BUFFSIZE
+        (MB, default 200) is allocated per communicator, twice (send + receive), so it multiplies
+        with the number of mesh groups -- lower it for large meshes (`phyx parallel plan`);
         multi-node runs should pin the host NIC with HCCL_IF_IP (or HCCL_SOCKET_IFNAME)."""
-        return dict(HCCL_ENV_DEFAULTS)
+        from phyx.comm import dist_timeout_s
+
+        return hccl_env.hccl_env_defaults(dist_timeout_s() if timeout_s is None else timeout_s)
 
     # --- reporting -----------------------------------------------------------------------------
     def soc_info(self) -> dict:
@@ -177,6 +173,12 @@ class NpuBackend(Backend):
         if self.visible_devices_env:
             v["visible_devices"] = os.environ.get(self.visible_devices_env, "(all)")
         return v
+
+    def certify_facts(self, slow: bool = False) -> list:
+        """The NPU facts the docs leave uncertain, each tested on the machine (phyx certify)."""
+        from phyx_npu.certify_facts import run_facts
+
+        return run_facts(self, slow=slow)
 
     def hardware_info(self) -> dict:
         return self.soc_info()

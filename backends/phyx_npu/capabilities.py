@@ -17,10 +17,12 @@ FUSED_ALL = frozenset({"npu_fusion_attention", "npu_fused_infer_attention_score"
 # (family, SoC-name pattern, fused ops, note). First match wins.
 _FAMILIES = (
     ("A3", re.compile(r"^Ascend910_93"), FUSED_ALL, "Atlas A3 training/inference series"),
-    ("A2", re.compile(r"^Ascend910B"), FUSED_ALL, "Atlas A2 training series / Atlas 800I A2"),
+    # A2 starts at Ascend910B1 (torch_npu's SocVersion numbers it 220+, incl. Ascend910B4-1 =
+    # Atlas 800I A2); the bare "Ascend910B" is a first-generation chip (numbered with 910A/ProB).
+    ("A2", re.compile(r"^Ascend910B[1-4]"), FUSED_ALL, "Atlas A2 training series / Atlas 800I A2"),
     ("310P", re.compile(r"^Ascend310P"), frozenset({"npu_gelu"}),
      "Atlas inference series: no FA/FIA/rms_norm/swiglu in the docs; reference kernels"),
-    ("910", re.compile(r"^Ascend910(A|ProA|ProB|PremiumA)?$"), frozenset({"npu_gelu"}),
+    ("910", re.compile(r"^Ascend910(A|B|ProA|ProB|PremiumA)?$"), frozenset({"npu_gelu"}),
      "Atlas training series (first generation): reference kernels except gelu"),
 )
 

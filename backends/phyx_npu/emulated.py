@@ -25,10 +25,10 @@ class NpuEmulatedBackend(NpuBackend):
         return True, ("always available: the NPU backend's code path against an emulation of "
                       "torch_npu on the CPU (proves the translation, not NPU numerics)")
 
-    def __init__(self, soc: str = DEFAULT_SOC):
-        super().__init__(EmulatedTorchNpu(soc), device_module=DeviceModule())
+    def __init__(self, soc: str = DEFAULT_SOC, jit_compile: bool = False):
+        super().__init__(EmulatedTorchNpu(soc, jit_compile), device_module=DeviceModule())
 
-    def dist_env_defaults(self) -> dict:
+    def dist_env_defaults(self, timeout_s: float | None = None) -> dict:
         return {}   # gloo stands in for HCCL; the HCCL switches would be ignored
 
     def profiler(self, out_dir: str):

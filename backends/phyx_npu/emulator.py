@@ -19,6 +19,8 @@ EmulatorLimitation instead of being guessed.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -206,10 +208,17 @@ class _Flags:
 class _NpuNamespace:
     """Stands for torch_npu.npu / torch.npu: device queries and the HF32 switches."""
 
-    def __init__(self, soc: str):
+    def __init__(self, soc: str, jit_compile: bool = False):
         self._soc = soc
+        self._jit_compile = bool(jit_compile)   # torch_npu's default on A2/A3: False
         self.matmul = _Flags(False)   # documented default: matmul HF32 off
         self.conv = _Flags(True)      # documented default: conv HF32 ON (changes fp32 results)
+
+    def set_compile_mode(self, jit_compile=False):
+        self._jit_compile = bool(jit_compile)
+
+    def is_jit_compile_false(self) -> bool:
+        return not self._jit_compile
 
     def is_available(self):
         return True
@@ -243,8 +252,20 @@ class EmulatedTorchNpu:
 
     __version__ = "emulated (torch_npu 2.14.0 documented semantics)"
 
-    def __init__(self, soc: str = "Ascend910B3"):
-        self.npu = _NpuNamespace(soc)
+    def __init__(self, soc: str = "Ascend910B3", jit_compile: bool = False):
+        self.npu = _NpuNamespace(soc, jit_compile)
+        npu, fused = self.npu, EmulatedTorchNpu.npu_rotary_mul
+
+        @functools.wraps(fused)
+        def npu_rotary_mul(input, r1, r2, rotary_mode='half', rotate=None):  # noqa: A002
+            # Documented: under jit_compile=True only rotary_mode 'half' with D == 128 exists.
+            if not npu.is_jit_compile_false() and (rotary_mode != "half" or input.shape[-1] != 128):
+                _fail("npu_rotary_mul", f"rotary_mode {rotary_mode!r} with D={input.shape[-1]} is not "
+                                        f"supported with jit_compile=True ('half' with D=128 only); "
+                                        f"set torch_npu.npu.set_compile_mode(jit_compile=False)")
+            return fused(input, r1, r2, rotary_mode, rotate)
+
+        self.npu_rotary_mul = npu_rotary_mul
 
     # ------------------------------------------------------------------------- FA (training)
     @staticmethod
@@ -673,8 +694,8 @@ def _fa_varlen(query, key, value, head_num, pse, atten_mask, scale, pre, nxt, in
     return out.to(query.dtype), mx8.contiguous(), sm8.contiguous(), query.new_empty(0), 0, 0, 0
 
 
-def emulated_torch_npu(soc: str = "Ascend910B3") -> EmulatedTorchNpu:
-    return EmulatedTorchNpu(soc)
+def emulated_torch_npu(soc: str = "Ascend910B3", jit_compile: bool = False) -> EmulatedTorchNpu:
+    return EmulatedTorchNpu(soc, jit_compile)
 
 
 __all__ = ["EmulatedTorchNpu", "NpuEmulatorError", "EmulatorLimitation", "DOC_SIGNATURES",

@@ -17,12 +17,17 @@ The traps handled here (see docs/architecture.md, "NPU backend and emulator"):
   never sparse_mode 3 (bottom-right, flash-attn's), never a pre_tockens band limit;
 - rows that may be fully masked get inner_precise=2, and the contract (output 0, lse -inf) is
   enforced here from the mask, independent of the kernel;
+- FIA takes key and value of identical shape only: a value head size unlike the key's goes to FA
+  (which allows Dv <= D);
+- npu_rotary_mul's interleave mode needs jit_compile=False: otherwise the reference kernel runs
+  (with one warning);
 - exact GELU through npu_gelu(approximate='none'): torch's native gelu on the NPU ignores
   `approximate` and computes tanh.
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -57,6 +62,41 @@ def scale_value(scale, head_dim: int) -> float:
 def pse_from_additive(additive_f32: torch.Tensor, scale: float) -> torch.Tensor:
     """FA computes scale * (QK^T + pse); our mask is added after the scale, so divide it."""
     return additive_f32 / scale
+
+
+def fia_takes_kv(k: torch.Tensor, v: torch.Tensor) -> bool:
+    """FIA requires key and value of identical shape (so Dv == Dk); FA allows Dv <= Dk."""
+    return tuple(k.shape) == tuple(v.shape)
+
+
+def fused_rope_ok(tnpu, mode: str, head_dim: int) -> tuple[bool, str]:
+    """npu_rotary_mul's interleave mode exists only with jit_compile=False (torch_npu's default on
+    A2/A3); under jit_compile=True the op takes rotary_mode 'half' with D == 128 only
+    (torch_npu 2.14 docs). Asks torch_npu.npu.is_jit_compile_false() at call time, because
+    torch_npu.npu.set_compile_mode can change it while the process runs."""
+    ask = getattr(tnpu.npu, "is_jit_compile_false", None)
+    if ask is None:
+        return False, ("torch_npu.npu.is_jit_compile_false is missing (torch_npu older than phyx "
+                       "expects), so the compile mode is unknown")
+    try:
+        jit_false = bool(ask())
+    except Exception as e:  # noqa: BLE001 - an unknown mode means the safe path
+        return False, f"torch_npu.npu.is_jit_compile_false() failed ({type(e).__name__}: {e})"
+    if jit_false:
+        return True, ""
+    if mode == "interleave" or head_dim != 128:
+        return False, (f"npu_rotary_mul rotary_mode {mode!r} with D={head_dim} needs jit_compile=False "
+                       f"(under jit_compile=True it takes 'half' with D=128 only)")
+    return True, ""
+
+
+_warned: set = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def gelu_call(tnpu, x: torch.Tensor, approximate: str) -> torch.Tensor:
@@ -166,6 +206,7 @@ class NpuKernels:
                   and not _needs_grad(q, k, v, pse_f)
                   and q.dtype in (torch.float16, torch.bfloat16)
                   and pse_f is None                      # FIA's pse_shift order is undocumented
+                  and fia_takes_kv(k, v)                 # FIA: key and value shapes identical
                   and D % 16 == 0 and Nq // Nkv <= 64
                   and D <= FIA_MAX_D and Nq <= FIA_MAX_HEADS and Nq * D < FIA_MAX_ND
                   and (keep is None or keep.shape[1] == 1)   # FIA has no per-head mask
@@ -176,7 +217,8 @@ class NpuKernels:
             raise UnsupportedArgumentError(
                 "attention on this NPU: npu_fusion_attention is not available on this SoC and "
                 "npu_fused_infer_attention_score cannot take this call (training, fp32, additive "
-                "mask, per-head mask, D not 16-aligned or Sq == 1); use policy 'reference'")
+                "mask, per-head mask, value head size unlike the key's, D not 16-aligned or "
+                "Sq == 1); use policy 'reference'")
         Dv = v.shape[-1]
         if not (1 <= D <= FA_MAX_D and Dv <= D and Nq <= FA_MAX_HEADS):
             raise UnsupportedArgumentError(
@@ -336,6 +378,12 @@ class NpuKernels:
             (mode == "half" and B < 1000 and N < 1000) or (mode == "interleave" and B * N < 1000
                                                            and not per_batch))
         if not fits:  # outside the fused kernel's documented limits: same maths, plain torch
+            return reference.rope(x, cos, sin, style)
+        ok, why = fused_rope_ok(self.tnpu, mode, D)
+        if not ok:
+            warn_once("rope", f"phyx rope on the NPU: {why}; using the reference kernel "
+                                     f"(same maths, plain torch). Call torch_npu.npu.set_compile_mode("
+                                     f"jit_compile=False) for the fused kernel.")
             return reference.rope(x, cos, sin, style)
         c = cos[None] if not per_batch else cos   # [1|B, S, D/2]
         s = sin[None] if not per_batch else sin

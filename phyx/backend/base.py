@@ -201,8 +201,9 @@ class Backend:
         return {}
 
     # --- distributed -------------------------------------------------------------------
-    def dist_env_defaults(self) -> dict:
-        """Environment switches that make collective failures bounded on this vendor."""
+    def dist_env_defaults(self, timeout_s: float | None = None) -> dict:
+        """Environment switches that make collective failures bounded on this vendor, for a
+        process-group timeout of `timeout_s` seconds (vendor timeouts must stay below it)."""
         return {}
 
     def torch_device(self, index: int | None = None) -> torch.device:
@@ -220,6 +221,11 @@ class Backend:
     def hardware_info(self) -> dict:
         """Chip, firmware and runtime versions beyond versions() (e.g. SoC, CANN, driver)."""
         return {}
+
+    def certify_facts(self, slow: bool = False) -> list:
+        """The vendor's hardware-fact tests for `phyx certify` (phyx.tools.certify.verdict.Check
+        records): facts the docs leave uncertain, settled on the first machine. None by default."""
+        return []
 
     @classmethod
     def determinism_env(cls, debug: bool = False) -> dict:

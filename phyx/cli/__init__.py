@@ -15,7 +15,7 @@ import sys
 from phyx.cli._common import EXIT_USAGE, CliError, Parser
 
 # one module per subcommand, each with register(subparsers)
-SUBCOMMANDS = ("info", "generate", "parity", "bench", "port", "parallel", "convert")
+SUBCOMMANDS = ("info", "generate", "parity", "bench", "port", "parallel", "convert", "certify")
 
 
 def build_parser() -> argparse.ArgumentParser:

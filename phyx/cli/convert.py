@@ -23,7 +23,7 @@ def _cmd(args) -> int:
     check_out_path(dst)
     if Path(dst).resolve() == src.resolve():
         raise CliError(f"--out {dst} is the input itself; give another path")
-    summary = convert(str(src), dst, torch_dtype(args.dtype) if args.dtype else None)
+    summary = convert(str(src), dst, torch_dtype(args.dtype) if args.dtype else None, overwrite=args.overwrite)
     if args.json:
         print_json(summary)
     else:
@@ -40,6 +40,7 @@ def register(sub) -> None:
                    help="output .safetensors (default: beside the input)")
     p.add_argument("--dtype", type=dtype_arg, default=None,
                    help="cast floating tensors: fp32|bf16|fp16 (or float32|bfloat16|float16)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--json", action="store_true", help="print the conversion summary as JSON")
     p.set_defaults(func=_cmd)
 

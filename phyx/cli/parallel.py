@@ -40,7 +40,8 @@ def _cmd_plan(args) -> int:
     if shape.kv_heads > shape.heads or shape.heads % shape.kv_heads:
         raise CliError(f"--kv-heads {shape.kv_heads} must divide --heads {shape.heads} (GQA)")
     layouts = [layout_arg(c) if isinstance(c, str) else c for c in args.layout]  # the defaults are text
-    out = [plan(shape, c, args.hccl_buffsize) for c in layouts]
+    out = [plan(shape, c, args.hccl_buffsize, sp_attention=args.sp_attention,
+                p2p_buffsize_mb=args.p2p_hccl_buffsize) for c in layouts]
     if args.json:
         print_json(out)
     else:
@@ -63,5 +64,9 @@ def register(sub) -> None:
                         help="override the preset (a positive integer)")
     pp.add_argument("--hccl-buffsize", type=positive_float, default=None, metavar="MB",
                     help="MB per communicator buffer (default: env HCCL_BUFFSIZE or 200)")
+    pp.add_argument("--p2p-hccl-buffsize", type=positive_float, default=None, metavar="MB",
+                    help="MB per point-to-point communicator (default: env P2P_HCCL_BUFFSIZE or 20)")
+    pp.add_argument("--sp-attention", default="ulysses", choices=["ulysses", "ring"],
+                    help="sequence-parallel attention: Ulysses all-to-all or ring (point-to-point)")
     pp.add_argument("--json", action="store_true", help="print the plans as JSON")
     pp.set_defaults(func=_cmd_plan)

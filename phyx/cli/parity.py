@@ -53,14 +53,24 @@ def _add_json(p, what: str) -> None:
 # ---- model names and configs -----------------------------------------------------------------
 
 def _model_name(name: str) -> str:
-    """A registered parity model; a 'module:factory' string is never imported from the CLI."""
+    """A registered parity model (or an alias the model registry knows); a 'module:factory'
+    string is never imported from the command line."""
     from phyx.tools.parity.model import registered_models
 
     known = registered_models()
-    if name not in known:
-        raise CliError(f"--model {name!r} is not a registered parity model; choose from {', '.join(known)} "
-                       f"(models from other packages register with phyx.tools.parity.model.register_model)")
-    return name
+    if name in known:
+        return name
+    if ":" not in name:
+        from phyx.errors import UnknownModelError
+        from phyx.models import registry
+
+        try:
+            if registry.canonical(name) in known:
+                return name
+        except UnknownModelError:
+            pass
+    raise CliError(f"--model {name!r} is not a registered parity model; choose from {', '.join(known)} "
+                   f"(models from other packages register with phyx.tools.parity.model.register_model)")
 
 
 def _check_config_values(over: dict, base: dict, where: str = "") -> None:
@@ -227,12 +237,13 @@ def _cmd_compare(args) -> int:
         raise CliError("give either artifact B or --live, not both")
     a = A.read(args.a)
     if args.live:
-        from phyx.tools.parity.model import record_run
+        from phyx.tools.parity.model import live_spec, record_run
 
         r = a.manifest["run"]
-        spec = _model_spec(r["model"], json.dumps(r["config"]) if r.get("config") else None, r["seed"])
+        # the model comes from --model or the registry, never from the artifact (it is data)
+        spec = live_spec(a, _model_name(args.model) if args.model else None)
         setup_backend(args)
-        b = record_run(spec, None, r["dtype"], mode=a.manifest.get("capture_mode", "full"),
+        b = record_run(spec, None, r.get("dtype", "fp32"), mode=a.manifest.get("capture_mode", "full"),
                        per_op=r.get("per_op", False), replay_from=a)
     else:
         b = A.read(args.b)
@@ -356,6 +367,9 @@ def register(sub) -> None:
     pc.add_argument("a")
     pc.add_argument("b", nargs="?")
     pc.add_argument("--live", action="store_true", help="B = a run here now, replaying A's layers")
+    pc.add_argument("--model", default=None,
+                    help="with --live: the model to run (default: the registered model A names; "
+                         "an artifact never chooses code to import)")
     add_backend_args(pc, policy_default="fast")
     pc.add_argument("--force", action="store_true", help="compare even if not comparable")
     pc.add_argument("--out", default=None, metavar="DIR",

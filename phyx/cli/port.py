@@ -35,6 +35,8 @@ def _cmd_scan(args) -> int:
               f"{n_cuda} CUDA-only, {n_trap} numerical trap(s); {report.suppressed} suppressed"
               + (f"; regex fallback for {len(report.regex_fallback)} unparseable file(s)"
                  if report.regex_fallback else ""))
+        for why in report.skipped:
+            print(f"skipped {why}")
         if report.findings:
             print("by category: " + ", ".join(f"{k}={v}" for k, v in report.counts().items()))
         if fail_on:

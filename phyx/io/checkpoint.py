@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from phyx.errors import CheckpointError
+from phyx.io import untrusted as U
 from phyx.io.atomic import atomic_path, write_text_atomic
 from phyx.sharding import ShardSpec, spec_of
 
@@ -78,6 +79,25 @@ class CheckpointReader:
         t = parts[0] if len(parts) == 1 else torch.cat(parts, dim=spec.dim)
         return t.to(dtype) if dtype is not None else t
 
+    def numel(self) -> int:
+        """Elements in all tensors (from the headers; nothing is read)."""
+        total = 0
+        for k in self._where:
+            n = 1
+            for d in self.shape(k):
+                n *= int(d)
+            total += n
+        return total
+
+    def check_config_size(self, params: int, what: str) -> None:
+        """Refuse a config that describes far more parameters than this checkpoint holds, before
+        the model is built (a config saying num_layers 10,000,000 beside a small checkpoint)."""
+        have = self.numel()
+        if params > 2 * have + 1_000_000:
+            raise CheckpointError(f"{what} describes ~{params:.3g} parameters but checkpoint "
+                                  f"{self.origin} holds {have:.3g}; the config does not match the "
+                                  f"weights (check its sizes)")
+
     def metadata(self) -> dict:
         out = {}
         for f in sorted(set(self._where.values())):
@@ -96,14 +116,18 @@ def open_checkpoint(path: str | os.PathLike) -> CheckpointReader:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint path {path} does not exist")
-    if path.is_file():
+    if not path.is_dir():
         _refuse_pickles(path)
+        U.regular_file(path, "checkpoint file", CheckpointError)
         return CheckpointReader({k: path for k in _file_keys(path)}, path)
     for name in INDEX_NAMES:
         idx = path / name
-        if idx.exists():
+        if os.path.lexists(idx):
             return _open_index(idx)
-    files = sorted(path.glob("*.safetensors"))
+    # names from the directory listing (not from data): symlinks are followed, but each must be
+    # a regular file (never a FIFO or device)
+    files = sorted(f for f in path.glob("*.safetensors")
+                   if U.regular_file(f, "checkpoint file", CheckpointError))
     if not files:
         pickles = [p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES]
         hint = (f" It holds pickle files {pickles}: convert them with `phyx convert`." if pickles else "")
@@ -128,17 +152,29 @@ def _file_keys(f: Path) -> list[str]:
 
 
 def _open_index(idx: Path) -> CheckpointReader:
-    try:
-        weight_map = json.loads(idx.read_text())["weight_map"]
-    except Exception as e:
-        raise CheckpointError(f"index {idx} is not valid JSON with a 'weight_map': {e}") from e
+    """An index names its shards; each must be a file name inside the checkpoint directory
+    (no '..', not absolute, no symlink out of it) that is a regular file."""
+    index = U.read_json(idx, "checkpoint index", CheckpointError)
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"checkpoint index {idx}: 'weight_map' is missing or not an object "
+                              f"of tensor name -> shard file name")
+    bad = next(((k, v) for k, v in weight_map.items() if not isinstance(v, str)), None)
+    if bad is not None:
+        raise CheckpointError(f"checkpoint index {idx}: weight_map[{bad[0][:80]!r}] = "
+                              f"{str(bad[1])[:40]!r} is not a shard file name")
     shards = sorted(set(weight_map.values()))
-    missing = [s for s in shards if not (idx.parent / s).exists()]
+    for s in shards:   # a path leaving the directory is refused before anything is looked up
+        if not s or Path(s).is_absolute() or ".." in Path(s).parts or "\x00" in s:
+            raise CheckpointError(f"checkpoint index {idx}: shard {s[:120]!r} leaves the directory "
+                                  f"{idx.parent}; shards must be file names inside it")
+    missing = [s for s in shards if not os.path.lexists(idx.parent / s)]
     if missing:
-        raise CheckpointError(f"checkpoint {idx.parent} is missing shard file(s) {missing} named in "
-                              f"{idx.name}; download or copy them before loading")
+        raise CheckpointError(f"checkpoint {idx.parent} is missing shard file(s) {missing[:10]} named "
+                              f"in {idx.name}; download or copy them before loading")
     where = {}
     for shard in shards:
+        U.file_in_dir(idx.parent, shard, f"shard named in {idx.name}:", CheckpointError)
         present = set(_file_keys(idx.parent / shard))
         for k, s in weight_map.items():
             if s == shard:
@@ -195,6 +231,13 @@ def load_state(module: torch.nn.Module, reader: CheckpointReader,
             p = targets[mk]
             spec = spec_of(p)
             t = reader.get_sharded(ck, spec) if spec is not None else reader.get(ck)
+            if p.is_floating_point() and not (t.is_floating_point() or t.is_complex()):
+                raise CheckpointError(f"{ck!r} in {reader.origin} holds {str(t.dtype)[6:]} values where "
+                                      f"{mk!r} is a floating-point {str(p.dtype)[6:]} parameter; the "
+                                      f"checkpoint does not match the model (re-convert or re-download it)")
+            if t.is_complex():
+                raise CheckpointError(f"{ck!r} in {reader.origin} holds complex values; phyx checkpoints "
+                                      f"hold real tensors")
             if tuple(t.shape) != tuple(p.shape):
                 raise CheckpointError(f"shape mismatch for {ck!r} -> {mk!r}: checkpoint {tuple(t.shape)}"
                                       f"{' (this rank’s slice)' if spec else ''}, model {tuple(p.shape)}")

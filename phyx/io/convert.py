@@ -8,11 +8,22 @@ The output is written atomically (temp file + os.replace).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 
 from phyx.errors import CheckpointError
+from phyx.io import untrusted as U
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def is_zip_checkpoint(path: str | Path) -> bool:
+    """True for torch's zip serialization (the default since torch 1.6), False for the legacy
+    format (`_use_new_zipfile_serialization=False`), which torch.load cannot mmap."""
+    with open(path, "rb") as f:
+        return f.read(4) == _ZIP_MAGIC
 
 
 def _flatten(obj, prefix: str, out: dict, dropped: list) -> None:
@@ -37,8 +48,10 @@ def load_pickled_state(path: str | Path, unwrap: str | None = "auto") -> tuple[d
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist")
+    U.regular_file(path, "checkpoint to convert", CheckpointError)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        # mmap works only for the zip format (torch >= 1.6); legacy (non-zip) files load whole
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip_checkpoint(path))
     except Exception as e:
         raise CheckpointError(f"cannot read {path} with torch.load(weights_only=True): {e}. phyx never "
                               f"loads arbitrary pickled objects; if the file holds more than tensors and "
@@ -57,13 +70,27 @@ def load_pickled_state(path: str | Path, unwrap: str | None = "auto") -> tuple[d
     return out, dropped
 
 
-def convert(src: str | Path, dst: str | Path, dtype: torch.dtype | None = None) -> dict:
-    """Convert one pickled checkpoint to one safetensors file; returns a summary dict."""
+def convert(src: str | Path, dst: str | Path, dtype: torch.dtype | None = None,
+            overwrite: bool = False) -> dict:
+    """Convert one pickled checkpoint to one safetensors file; returns a summary dict. An existing
+    `dst` is replaced only with overwrite=True, and only when it is a regular file."""
     from phyx.io.checkpoint import save_safetensors_atomic
 
     src, dst = Path(src), Path(dst)
+    if os.path.isdir(dst):
+        raise CheckpointError(f"output {dst} is a directory; name the .safetensors file to write, "
+                              f"e.g. {dst / src.with_suffix('.safetensors').name}")
     if dst.suffix != ".safetensors":
         raise CheckpointError(f"output must end in .safetensors, got {dst}")
+    if os.path.lexists(dst):
+        kind = U.file_kind(dst)
+        if kind != "regular file" and not os.path.islink(dst):
+            raise CheckpointError(f"output {dst} is a {kind}; phyx writes only regular files")
+        if not overwrite:
+            raise CheckpointError(f"output {dst} exists; pass --overwrite to replace it or choose "
+                                  f"another name")
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        raise CheckpointError(f"output {dst} is the input file")
     tensors, dropped = load_pickled_state(src)
     seen: dict[int, str] = {}
     clean = {}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from phyx.errors import CheckpointError
+from phyx.errors import CheckpointError, PhyxError
 
 __all__ = ["MODEL_FAMILIES", "register_family", "detect", "load", "BUILTIN_FAMILY_MODULES"]
 
@@ -52,12 +52,21 @@ def detect(path: str | os.PathLike) -> str:
     if not path.is_dir():
         raise CheckpointError(f"model path {path} is not a directory; phyx.models.load expects a "
                               f"checkpoint directory with a config.json")
-    hits = [f.name for f in MODEL_FAMILIES.values() if f.detect(path)]
+    hits, refused = [], []
+    for f in MODEL_FAMILIES.values():
+        try:
+            if f.detect(path):
+                hits.append(f.name)
+        except PhyxError as e:            # a family that reads a bad file says why, in one line
+            refused.append(f"{f.name}: {e}")
+        except Exception as e:            # detect must never raise on a foreign directory
+            refused.append(f"{f.name}: {type(e).__name__}: {str(e)[:200]}")
     if len(hits) == 1:
         return hits[0]
     if not hits:
+        why = f" ({'; '.join(refused)})" if refused else ""
         raise CheckpointError(f"no model family recognises {path} (known: {sorted(MODEL_FAMILIES)}). "
-                              f"Check that it holds the config.json of a supported model.")
+                              f"Check that it holds the config.json of a supported model.{why}")
     raise CheckpointError(f"{path} is claimed by several model families {hits}; pass family=... to load")
 
 

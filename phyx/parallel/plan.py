@@ -14,13 +14,40 @@ Counting rules (bytes *sent* by one rank; ring algorithms, the usual lower bound
   output per step: (s-1)/s x [B, S, C_out].
 - HCCL: every communicator takes 2 x HCCL_BUFFSIZE of device memory (send + receive, CANN docs);
   a rank belongs to the world group plus one group per mesh axis of size > 1.
+- HCCL point-to-point (isend / irecv / batch_isend_irecv: ring attention's K/V exchange): with
+  P2P_HCCL_BUFFSIZE >= 1 (default 20 MB) the NPU's PyTorch plug-in opens separate point-to-point
+  communicators, each 2 x P2P_HCCL_BUFFSIZE. Counted per peer: one when ring == 2, two (next and
+  previous rank) when ring > 2, an upper bound until measured on hardware (`phyx certify` reports
+  the measured figure). P2P_HCCL_BUFFSIZE=0 sends them through the group's own communicator.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
 
+from phyx.errors import ParallelConfigError
 from phyx.parallel.state import AXES, ParallelConfig
+
+HCCL_BUFFSIZE_DEFAULT_MB = 200.0       # CANN default
+P2P_HCCL_BUFFSIZE_DEFAULT_MB = 20.0    # torch_npu default (Ascend Extension for PyTorch 7.1.0+)
+SP_ATTENTION = ("ulysses", "ring")   # shorthand: sp_attention="ring" means ring = sp
+
+
+def env_buffsize_mb(name: str, default: float, minimum: float, environ=None) -> float:
+    """An HCCL buffer size from the environment (MB), or a ParallelConfigError naming the fix."""
+    env = os.environ if environ is None else environ
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ParallelConfigError(
+            f"{name}={raw!r} is not a whole number of MB >= {minimum:g}: set it to an integer such as "
+            f"{default:g} (the default), or unset it")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -46,8 +73,9 @@ PRESETS = {
 }
 
 
-def comm_volume(shape: DiTShape, config: ParallelConfig) -> dict:
+def comm_volume(shape: DiTShape, config: ParallelConfig, sp_attention: str = "ulysses") -> dict:
     """Bytes sent per rank, per layer and per step, for each mode of `config`."""
+    config = with_sp_attention(config, sp_attention)
     b, s_len, t, sp, c = shape.dtype_bytes, shape.seq_len, config.tp, config.sp, config.cfg
     s_local = -(-s_len // sp)
     per_layer: dict[str, float] = {}
@@ -78,28 +106,56 @@ def comm_volume(shape: DiTShape, config: ParallelConfig) -> dict:
             "per_step_total": layer_total * shape.layers + sum(per_step.values())}
 
 
+def with_sp_attention(config: ParallelConfig, sp_attention: str = "ulysses") -> ParallelConfig:
+    """`sp_attention="ring"` is the shorthand for ring attention over the whole SP axis
+    (ulysses 1 x ring sp); "ulysses" keeps the config's own split (sp = ulysses x ring)."""
+    if sp_attention not in SP_ATTENTION:
+        raise ParallelConfigError(f"sp_attention must be one of {SP_ATTENTION}, got {sp_attention!r}")
+    if sp_attention == "ring" and config.ring != config.sp:
+        return ParallelConfig(cfg=config.cfg, tp=config.tp, ulysses=1, ring=config.sp)
+    return config
+
+
+def ring_p2p_peers(config: ParallelConfig) -> int:
+    """Point-to-point peers of one rank under ring attention (0 without it)."""
+    if config.ring < 2:
+        return 0
+    return 1 if config.ring == 2 else 2
+
+
 def hccl_buffer_cost(config: ParallelConfig, buffsize_mb: float | None = None,
-                     extra_groups: int = 0) -> dict:
+                     extra_groups: int = 0, sp_attention: str = "ulysses",
+                     p2p_buffsize_mb: float | None = None) -> dict:
     """Device memory the layout's communicators take under HCCL (per rank)."""
+    config = with_sp_attention(config, sp_attention)
     if buffsize_mb is None:
-        buffsize_mb = float(os.environ.get("HCCL_BUFFSIZE", 200))
+        buffsize_mb = env_buffsize_mb("HCCL_BUFFSIZE", HCCL_BUFFSIZE_DEFAULT_MB, 1)
+    if p2p_buffsize_mb is None:
+        p2p_buffsize_mb = env_buffsize_mb("P2P_HCCL_BUFFSIZE", P2P_HCCL_BUFFSIZE_DEFAULT_MB, 0)
     axes = [a for a in AXES if getattr(config, a) > 1]
     if config.ulysses > 1 and config.ring > 1:   # USP: a ulysses and a ring group inside sp
         axes += ["ulysses", "ring"]
     groups = (1 if config.world_size > 1 else 0) + len(axes) + extra_groups
+    p2p = ring_p2p_peers(config) if p2p_buffsize_mb > 0 else 0
+    group_mb, p2p_mb = groups * 2 * buffsize_mb, p2p * 2 * p2p_buffsize_mb
     return {"groups_per_rank": groups, "groups": (["world"] if groups else []) + axes,
-            "hccl_buffsize_mb": buffsize_mb, "mb_per_rank": groups * 2 * buffsize_mb}
+            "hccl_buffsize_mb": buffsize_mb, "group_mb": group_mb,
+            "p2p_comms_per_rank": p2p, "p2p_hccl_buffsize_mb": p2p_buffsize_mb, "p2p_mb": p2p_mb,
+            "mb_per_rank": group_mb + p2p_mb}
 
 
 def plan(shape: DiTShape, config: ParallelConfig, buffsize_mb: float | None = None,
+         sp_attention: str = "ulysses", p2p_buffsize_mb: float | None = None,
          backend: str = "npu") -> dict:
     """The layout's communication volume, and the communicator memory `backend` reserves for it
     (its comm_buffer_cost hook; the vendor need not be present here)."""
     from phyx.backend import backend_class
 
+    config = with_sp_attention(config, sp_attention)
     config.check_heads(shape.heads, shape.kv_heads)
-    cost = backend_class(backend).comm_buffer_cost(config, buffsize_mb=buffsize_mb)
-    return {"config": asdict(config), "shape": asdict(shape),
+    cost = backend_class(backend).comm_buffer_cost(config, buffsize_mb=buffsize_mb,
+                                                   p2p_buffsize_mb=p2p_buffsize_mb)
+    return {"config": asdict(config), "shape": asdict(shape), "sp_attention": sp_attention,
             "volume_bytes": comm_volume(shape, config), "hccl": cost}
 
 
@@ -120,6 +176,11 @@ def format_plan(p: dict) -> str:
     for k, x in v["per_step"].items():
         lines.append(f"  {k:<18}{_mb(x)}")
     lines.append(f"  {'total':<18}{_mb(v['per_step_total'])}")
-    lines.append(f"HCCL buffers: {h['groups_per_rank']} communicators per rank ({', '.join(h['groups']) or 'none'})"
-                 f" x 2 x HCCL_BUFFSIZE {h['hccl_buffsize_mb']:.0f} MB = {h['mb_per_rank']:.0f} MB per rank")
+    if "groups_per_rank" in h:
+        lines.append(f"HCCL buffers: {h['groups_per_rank']} communicators per rank ({', '.join(h['groups']) or 'none'})"
+                     f" x 2 x HCCL_BUFFSIZE {h['hccl_buffsize_mb']:.0f} MB = {h['group_mb']:.0f} MB")
+        if h["p2p_comms_per_rank"]:
+            lines.append(f"  + ring attention: {h['p2p_comms_per_rank']} point-to-point communicators x 2 x "
+                         f"P2P_HCCL_BUFFSIZE {h['p2p_hccl_buffsize_mb']:.0f} MB = {h['p2p_mb']:.0f} MB")
+        lines.append(f"  = {h['mb_per_rank']:.0f} MB per rank")
     return "\n".join(lines)

@@ -45,7 +45,8 @@ class HFTokenizer:
     def __init__(self, directory: Path):
         from transformers import AutoTokenizer
 
-        self.tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        self.tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True,
+                                                 trust_remote_code=False)  # never run a checkpoint's code
 
     def __call__(self, texts, max_length):
         enc = self.tok(texts, padding="max_length", truncation=True, max_length=max_length,

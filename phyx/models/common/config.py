@@ -9,10 +9,9 @@ dropped). Fields annotated `tuple[...]` come back as tuples from JSON lists.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
-from phyx.errors import CheckpointError, LayoutError
+from phyx.errors import ConfigError, LayoutError, PhyxError
 
 __all__ = ["FamilyConfig", "LayoutError"]
 
@@ -36,13 +35,31 @@ class FamilyConfig:
     def _fields(cls) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(cls)}
 
+    # whole-number fields that may be 0 when read from a file (others must be >= 1)
+    ZERO_OK: tuple = ()
+
     @classmethod
-    def from_dict(cls, d: dict):
+    def check_dict(cls, d: dict, what: str, error) -> None:
+        """Hook: family-specific checks of the raw dict before construction."""
+
+    @classmethod
+    def from_dict(cls, d: dict, what: str | None = None):
         """Known keys become fields (lists to tuples where the field is a tuple); unknown keys go
-        to `extra` when the config has one, else are ignored."""
+        to `extra` when the config has one, else are ignored.
+
+        The dict is data (a config.json, an artifact): every known field is checked against its
+        annotation and range first (phyx.io.untrusted.check_fields), construction errors become
+        ConfigError, and a config whose approx_params() would not fit in memory is refused before
+        anything is built. Every refusal is one ConfigError line naming the field."""
+        from phyx.io import untrusted as U
+
+        what = what or f"{cls.__name__} dict"
         if not isinstance(d, dict):
-            raise CheckpointError(f"{cls.__name__}.from_dict expects a dict, got {type(d).__name__}")
+            raise ConfigError(f"{what}: expected a JSON object of fields, got {type(d).__name__}")
         fields = cls._fields()
+        U.check_fields(cls, d, what, ConfigError, skip=("extra",),
+                       min_int={k: 0 for k in cls.ZERO_OK})
+        cls.check_dict(d, what, ConfigError)
         kw = {}
         for k, v in d.items():
             f = fields.get(k)
@@ -52,17 +69,21 @@ class FamilyConfig:
         if "extra" in fields:
             kw["extra"] = {k: v for k, v in d.items() if k not in fields and not k.startswith("_")}
         try:
-            return cls(**kw)
-        except TypeError as e:
-            raise CheckpointError(f"bad {cls.__name__} dict: {e}") from e
+            cfg = cls(**kw)
+        except PhyxError:
+            raise
+        except (TypeError, ValueError, ZeroDivisionError, IndexError) as e:
+            raise ConfigError(f"bad {what}: {type(e).__name__}: {e}") from None
+        if hasattr(cfg, "approx_params"):
+            U.check_param_memory(cfg.approx_params(), what, ConfigError)
+        return cfg
 
     @classmethod
     def from_json(cls, path: str | Path):
-        try:
-            d = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path} is not valid JSON: {e}") from e
-        return cls.from_dict(d)
+        """A config.json: bounded read (regular file, size and depth caps), then from_dict."""
+        from phyx.io import untrusted as U
+
+        return cls.from_dict(U.read_json(path, "model config", ConfigError), f"model config {path}")
 
     def to_dict(self) -> dict:
         """Every field but `extra`, tuples as lists (JSON-ready)."""

@@ -50,6 +50,30 @@ class Cosmos3Config(FamilyConfig):
         self.rope_axes_dim = tuple(self.rope_axes_dim)
         super().__post_init__()
 
+    ZERO_OK = ("unified_3d_mrope_temporal_modality_margin",)   # may be 0 (FamilyConfig.from_dict)
+
+    @classmethod
+    def check_dict(cls, d: dict, what: str, error) -> None:
+        """The mRoPE sections may come from rope_scaling (diffusers) as well as rope_axes_dim."""
+        from phyx.io import untrusted as U
+
+        axes = d.get("rope_axes_dim")
+        if axes is None and isinstance(d.get("rope_scaling"), dict):
+            axes = d["rope_scaling"].get("mrope_section")
+        if axes is not None:
+            U.check_value("rope_axes_dim / rope_scaling.mrope_section", axes, "tuple[int, int, int]",
+                          what, error)
+
+    def approx_params(self) -> int:
+        """Parameter count, to within a few percent (checked before building from a file):
+        understanding and generation experts per layer, embeddings and LM head."""
+        H, hd = self.hidden_size, self.head_dim
+        attn = H * self.num_attention_heads * hd * 2 + 2 * H * self.num_key_value_heads * hd
+        layer = 2 * (attn + 3 * H * self.intermediate_size + 4 * H)
+        emb = 2 * self.vocab_size * H + 4 * self.patch_latent_dim * H + 8 * H * H
+        emb += (self.sound_dim or 0) * H * 4 + (self.action_dim or 0) * H * 4
+        return self.num_hidden_layers * layer + emb
+
     def validate(self) -> "Cosmos3Config":
         if self.hidden_act not in ("silu", "relu2"):
             raise LayoutError(f"Cosmos3 hidden_act must be 'silu' or 'relu2', got {self.hidden_act!r}")

@@ -3,12 +3,12 @@ keys = ours) or the upstream layout (the same names under a leading `model.`). U
 rank reads only its slices (ColumnParallel/RowParallel parameters carry a ShardSpec)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from phyx.errors import CheckpointError
+from phyx.errors import CheckpointError, InputError
+from phyx.io import untrusted as U
 from phyx.io.checkpoint import load_state, open_checkpoint
 from phyx.models.common.meta import materialize
 from phyx.models.cosmos3.config import Cosmos3Config
@@ -23,8 +23,8 @@ def detect(path: str | Path) -> str | None:
     if cfg is None or not cfg.exists():
         return None
     try:
-        cls = json.loads(cfg.read_text()).get("_class_name")
-    except (OSError, ValueError):
+        cls = U.read_json(cfg, "model config").get("_class_name")
+    except InputError:
         return None
     if cls != DIFFUSERS_CLASS:
         return None
@@ -48,6 +48,7 @@ def load(path: str | Path, *, config: Cosmos3Config | None = None, dtype: torch.
         raise CheckpointError(f"{path} is not a Cosmos3OmniTransformer directory (config.json with "
                               f"_class_name {DIFFUSERS_CLASS!r} and its safetensors)")
     cfg = config or Cosmos3Config.from_json(path / "config.json")
+    reader.check_config_size(cfg.approx_params(), f"Cosmos3 config for {path}")
     with torch.device("meta"):
         model = Cosmos3Omni(cfg)
     model = materialize(model)

@@ -46,6 +46,19 @@ class Predict2Config(FamilyConfig):
     def patch_in_channels(self) -> int:
         return self.in_channels + int(self.concat_padding_mask)
 
+    ZERO_OK = ("adaln_lora_dim",)   # whole-number fields that may be 0 (FamilyConfig.from_dict)
+
+    def approx_params(self) -> int:
+        """Parameter count, to within a few percent (checked before building from a file)."""
+        h, lora = self.hidden_size, self.adaln_lora_dim
+        patch = self.patch_size[0] * self.patch_size[1] * self.patch_size[2]
+        block = (6 * h * h + 2 * self.text_embed_dim * h + int(2 * self.mlp_ratio * h * h)
+                 + 3 * (h * lora + lora * 3 * h) + 9 * h)
+        emb = (self.patch_in_channels + self.out_channels) * patch * h + 8 * h * h
+        if self.use_crossattn_projection:
+            emb += self.crossattn_proj_in_channels * self.encoder_hidden_states_channels
+        return self.num_layers * block + emb
+
     def validate(self) -> "Predict2Config":
         if self.attention_head_dim % 2:
             raise LayoutError(f"attention_head_dim must be even, got {self.attention_head_dim}")

@@ -10,11 +10,11 @@
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from phyx.errors import CheckpointError
+from phyx.errors import CheckpointError, ConfigError, InputError
+from phyx.io import untrusted as U
 from phyx.io.checkpoint import open_checkpoint
 from phyx.models.cosmos_predict2.config import PRESETS, Predict2Config
 
@@ -116,8 +116,8 @@ def detect(path: str | Path) -> str | None:
             return "official"
     if path.is_dir() and (path / "config.json").exists() and "patch_embed.proj.weight" in keys:
         try:
-            cls = json.loads((path / "config.json").read_text()).get("_class_name")
-        except (OSError, ValueError):
+            cls = U.read_json(path / "config.json", "model config").get("_class_name")
+        except InputError:
             return None
         if cls == DIFFUSERS_CLASS:
             return "diffusers"
@@ -127,10 +127,11 @@ def detect(path: str | Path) -> str | None:
 def infer_official_config(reader, prefix: str, path: Path) -> Predict2Config:
     meta = reader.metadata().get("phyx_config")
     if meta:
-        return Predict2Config.from_dict(json.loads(meta))
+        return Predict2Config.from_dict(U.loads_json(meta, f"{path}: phyx_config metadata", ConfigError),
+                                        f"{path}: phyx_config metadata")
     side = (path if path.is_dir() else path.parent) / "config.json"
     if side.exists():
-        d = json.loads(side.read_text())
+        d = U.read_json(side, "model config", ConfigError)
         if d.get("_class_name") in (None, DIFFUSERS_CLASS):
             return Predict2Config.from_dict(d)
     w = reader.shape(prefix + "x_embedder.proj.1.weight")

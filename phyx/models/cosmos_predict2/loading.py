@@ -31,6 +31,7 @@ def load(path: str | Path, *, config: Predict2Config | None = None, weights: str
         prefix = formats.choose_prefix(reader.keys(), weights)
         cfg = config or formats.infer_official_config(reader, prefix, path)
         rename = formats.official_rename(prefix)
+    reader.check_config_size(cfg.approx_params(), f"Cosmos-Predict2 config for {path}")
     with torch.device("meta"):
         model = Predict2DiT(cfg)
     model = materialize(model)

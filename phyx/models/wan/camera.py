@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from phyx.errors import LayoutError
+from phyx.io import untrusted as U
 
 CALIBRATION_SIZE = (480, 832)   # (height, width) the example intrinsics were given for
 RAY_CHANNELS = 6
@@ -35,8 +36,27 @@ class CameraInputError(LayoutError):
 
 
 # ---- validation and loading ------------------------------------------------------------------
+MAX_CAMERA_FRAMES = 100_000     # poses / intrinsics rows a camera file may hold
+
+
+def _real_array(A, name: str) -> np.ndarray:
+    """A real-valued numeric array (integers or floats); anything else is refused by name."""
+    try:
+        A = np.asarray(A)
+    except (TypeError, ValueError) as e:
+        raise CameraInputError(f"{name} is not a numeric array ({str(e)[:120]})") from None
+    if A.dtype.kind not in "iuf":
+        what = {"c": "complex", "b": "boolean", "U": "string", "S": "bytes", "O": "object",
+                "V": "structured", "M": "datetime", "m": "timedelta"}.get(A.dtype.kind, str(A.dtype))
+        raise CameraInputError(f"{name} holds {what} values ({A.dtype}); camera files hold real "
+                               f"numbers (float32 / float64)")
+    if A.ndim >= 1 and A.shape[0] > MAX_CAMERA_FRAMES:
+        raise CameraInputError(f"{name} has {A.shape[0]} rows, over the cap of {MAX_CAMERA_FRAMES}")
+    return A
+
+
 def validate_intrinsics(K: np.ndarray, name: str = "intrinsics") -> np.ndarray:
-    K = np.asarray(K)
+    K = _real_array(K, name)
     if K.ndim != 2 or K.shape[1] != 4 or K.shape[0] < 1:
         raise CameraInputError(f"{name} must be [N, 4] rows of (fx, fy, cx, cy); got shape {K.shape}")
     if not np.isfinite(K).all():
@@ -49,7 +69,7 @@ def validate_intrinsics(K: np.ndarray, name: str = "intrinsics") -> np.ndarray:
 
 def validate_poses(P: np.ndarray, name: str = "poses", tol: float = 1e-3) -> np.ndarray:
     """Camera-to-world [N, 4, 4] rigid transforms (rotation orthonormal with det +1, last row 0 0 0 1)."""
-    P = np.asarray(P)
+    P = _real_array(P, name)
     if P.ndim != 3 or P.shape[1:] != (4, 4) or P.shape[0] < 1:
         raise CameraInputError(f"{name} must be [N, 4, 4] camera-to-world matrices; got shape {P.shape}")
     if not np.isfinite(P).all():
@@ -71,18 +91,39 @@ def validate_poses(P: np.ndarray, name: str = "poses", tol: float = 1e-3) -> np.
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    if not path.is_file():
+    """A plain numeric .npy inside its camera directory: a regular file (no FIFO, device or
+    symlink out of the directory), at most NPY_MAX_BYTES, never unpickled, parsed from memory so a
+    header claiming more data than the file holds cannot allocate it."""
+    import io
+
+    if not os.path.lexists(path):
         raise CameraInputError(f"camera file {path} not found")
+    U.file_in_dir(path.parent, path.name, "camera file", CameraInputError)
+    data = U.read_bytes(path, "camera file", U.NPY_MAX_BYTES, CameraInputError)
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise CameraInputError(f"{path} is not a plain numeric .npy array ({e}); pickled arrays are "
-                               f"not loaded") from e
+        f = io.BytesIO(data)
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(f)          # the header only: no data, nothing unpickled
+        if dtype.hasobject:
+            raise ValueError("object arrays need pickle")
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if need != len(data) - f.tell():
+            raise ValueError(f"its header declares {shape} {dtype} ({need} bytes) but "
+                             f"{len(data) - f.tell()} bytes follow")
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as e:  # numpy's header parser raises many kinds (tokenize, ValueError, ...)
+        raise CameraInputError(f"{path} is not a plain numeric .npy array ({str(e)[:160]}); pickled "
+                               f"arrays are not loaded") from None
 
 
 def load_camera_dir(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """(intrinsics [N, 4], poses [N, 4, 4]) from a LingBot-World example/action directory."""
     path = Path(path)
+    if not path.is_dir():
+        raise CameraInputError(f"camera directory {path} not found (it holds intrinsics.npy and "
+                               f"poses.npy)")
     K = validate_intrinsics(_load_npy(path / "intrinsics.npy"), str(path / "intrinsics.npy"))
     P = validate_poses(_load_npy(path / "poses.npy"), str(path / "poses.npy"))
     return K, P

@@ -37,6 +37,8 @@ class WanConfig(FamilyConfig):
     extra: dict = field(default_factory=dict, compare=False)
 
     def validate(self):
+        if self.num_heads < 1:
+            raise LayoutError(f"Wan num_heads must be >= 1, got {self.num_heads}")
         if self.variant not in VARIANTS:
             raise LayoutError(f"Wan variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.dim % self.num_heads:
@@ -54,6 +56,18 @@ class WanConfig(FamilyConfig):
         """Camera patch-embedding input: channels x 8x8 pixels per latent pixel x patch volume."""
         pt, ph, pw = self.patch_size
         return self.camera_channels * 64 * pt * ph * pw
+
+    def approx_params(self) -> int:
+        """Parameter count, to within a few percent (checked before building from a file)."""
+        d, f, patch = self.dim, self.ffn_dim, self.patch_size[0] * self.patch_size[1] * self.patch_size[2]
+        block = 8 * d * d + 2 * d * f + 12 * d + (2 * d * d if self.image_dim else 0)
+        emb = (self.in_dim * patch * d + self.text_dim * d + self.freq_dim * d + 8 * d * d
+               + patch * self.out_dim * d)
+        if self.image_dim:
+            emb += self.image_dim * (self.image_dim + d) + d * d
+        if self.camera_channels:
+            emb += self.camera_in_features * d + d * d
+        return self.num_layers * block + emb
 
 
 

@@ -12,11 +12,13 @@ branch, the camera layers) are read from the weight shapes, never guessed.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 
-from phyx.errors import CheckpointError
+from phyx.errors import CheckpointError, ConfigError
+from phyx.io import untrusted as U
 from phyx.io.checkpoint import load_state, open_checkpoint, save_safetensors_atomic, write_text_atomic
 from phyx.models.wan.config import BOUNDARIES, WanConfig, get_config
 from phyx.models.wan.keys import diffusers_to_official, official_to_diffusers
@@ -30,16 +32,14 @@ MOE_DIRS = (("high_noise_model", "low_noise_model"), ("transformer", "transforme
 
 def _read_config(path: Path) -> dict | None:
     f = path / "config.json"
-    if not f.is_file():
+    if not os.path.lexists(f):
         return None
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{f} is not valid JSON: {e}") from e
+    return U.read_json(f, "model config", CheckpointError)
 
 
-def checkpoint_format(path: Path) -> str | None:
-    """'diffusers', 'official', 'moe' or None (not a Wan checkpoint)."""
+def checkpoint_format(path: Path, _expert: bool = False) -> str | None:
+    """'diffusers', 'official', 'moe' or None (not a Wan checkpoint). Expert sub-directories are
+    looked at one level deep only (an expert is never itself a pair)."""
     path = Path(path)
     cfg = _read_config(path)
     if cfg is not None:
@@ -48,9 +48,11 @@ def checkpoint_format(path: Path) -> str | None:
         if "dim" in cfg and "num_heads" in cfg and cfg.get("_class_name", "WanModel") == "WanModel":
             return "official"
         return None
+    if _expert:
+        return None
     for hi, lo in MOE_DIRS:
-        if checkpoint_format(path / hi) if (path / hi).is_dir() else None:
-            if (path / lo).is_dir() and checkpoint_format(path / lo):
+        if checkpoint_format(path / hi, True) if (path / hi).is_dir() else None:
+            if (path / lo).is_dir() and checkpoint_format(path / lo, True):
                 return "moe"
     return None
 
@@ -63,7 +65,31 @@ def detect(path: Path) -> bool:
 
 
 # ---- configs ---------------------------------------------------------------------------------
+def checked_config(kw: dict, what: str) -> WanConfig:
+    """WanConfig from values read from a file: typed, ranged and memory-capped (ConfigError)."""
+    return WanConfig.from_dict(kw, what)
+
+
+_DIFFUSERS_FIELDS = {"num_attention_heads": "int", "attention_head_dim": "int", "in_channels": "int",
+                     "out_channels": "int | None", "ffn_dim": "int", "freq_dim": "int", "text_dim": "int",
+                     "num_layers": "int", "patch_size": "tuple[int, int, int]", "eps": "float",
+                     "image_dim": "int | None", "added_kv_proj_dim": "int | None",
+                     "rope_max_seq_len": "int", "cross_attn_norm": "bool", "qk_norm": "str | None",
+                     "pos_embed_seq_len": "int | None"}
+_OFFICIAL_FIELDS = {"num_heads": "int", "num_layers": "int", "text_len": "int", "eps": "float",
+                    "model_type": "str | None"}
+
+
+def _check_raw(d, fields: dict, what: str) -> None:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what}: expected a JSON object")
+    for k, ann in fields.items():
+        if k in d:
+            U.check_value(k, d[k], ann, what, ConfigError)
+
+
 def config_from_diffusers(d: dict) -> WanConfig:
+    _check_raw(d, _DIFFUSERS_FIELDS, "diffusers Wan config")
     heads, hd = d.get("num_attention_heads", 40), d.get("attention_head_dim", 128)
     in_ch = d.get("in_channels", 16)
     if d.get("image_dim") and d.get("added_kv_proj_dim") is None:
@@ -75,12 +101,13 @@ def config_from_diffusers(d: dict) -> WanConfig:
     if qk not in (None, "rms_norm_across_heads"):
         raise CheckpointError(f"unsupported qk_norm {qk!r} (Wan uses 'rms_norm_across_heads')")
     variant = "i2v" if (d.get("image_dim") or in_ch == 36) else "ti2v" if in_ch == 48 else "t2v"
-    return WanConfig(variant=variant, patch_size=tuple(d.get("patch_size", (1, 2, 2))), in_dim=in_ch,
-                     out_dim=d.get("out_channels") or in_ch, dim=heads * hd, ffn_dim=d.get("ffn_dim", 13824),
-                     freq_dim=d.get("freq_dim", 256), text_dim=d.get("text_dim", 4096), num_heads=heads,
-                     num_layers=d.get("num_layers", 40), qk_norm=qk is not None,
-                     cross_attn_norm=d.get("cross_attn_norm", True), eps=d.get("eps", 1e-6),
-                     image_dim=d.get("image_dim"), rope_max_len=d.get("rope_max_seq_len", 1024))
+    return checked_config(dict(
+        variant=variant, patch_size=tuple(d.get("patch_size", (1, 2, 2))), in_dim=in_ch,
+        out_dim=d.get("out_channels") or in_ch, dim=heads * hd, ffn_dim=d.get("ffn_dim", 13824),
+        freq_dim=d.get("freq_dim", 256), text_dim=d.get("text_dim", 4096), num_heads=heads,
+        num_layers=d.get("num_layers", 40), qk_norm=qk is not None,
+        cross_attn_norm=d.get("cross_attn_norm", True), eps=d.get("eps", 1e-6),
+        image_dim=d.get("image_dim"), rope_max_len=d.get("rope_max_seq_len", 1024)), "diffusers Wan config")
 
 
 def config_to_diffusers(cfg: WanConfig) -> dict:
@@ -97,10 +124,19 @@ def config_to_diffusers(cfg: WanConfig) -> dict:
 
 def config_from_official(d: dict, reader) -> WanConfig:
     """Official config.json plus the sizes it omits, read from weight shapes."""
+    _check_raw(d, _OFFICIAL_FIELDS, "official Wan config")
+    ndim = {"patch_embedding.weight": 5, "head.head.weight": 2, "img_emb.proj.1.weight": 2,
+            "patch_embedding_wancamctrl.weight": 2, "blocks.0.ffn.0.weight": 2,
+            "time_embedding.0.weight": 2, "text_embedding.0.weight": 2}
+
     def shape(k):
         if k not in reader:
             raise CheckpointError(f"official Wan checkpoint {reader.origin} lacks {k!r}")
-        return reader.shape(k)
+        s = reader.shape(k)
+        if len(s) != ndim.get(k, len(s)) or not all(s):
+            raise CheckpointError(f"official Wan checkpoint {reader.origin}: {k!r} has shape {s}, "
+                                  f"expected {ndim.get(k)} non-zero dims")
+        return s
 
     pe = shape("patch_embedding.weight")                 # [dim, in_dim, pt, ph, pw]
     head = shape("head.head.weight")                     # [prod(patch) * out_dim, dim]
@@ -112,13 +148,14 @@ def config_from_official(d: dict, reader) -> WanConfig:
         cam = shape("patch_embedding_wancamctrl.weight")[1] // (64 * patch[0] * patch[1] * patch[2])
     mt = d.get("model_type", "t2v")
     variant = mt if mt in ("t2v", "i2v", "ti2v") else "i2v" if pe[1] == 36 else "t2v"
-    return WanConfig(variant=variant, patch_size=patch, text_len=d.get("text_len", 512), in_dim=pe[1],
-                     dim=pe[0], ffn_dim=shape("blocks.0.ffn.0.weight")[0],
-                     freq_dim=shape("time_embedding.0.weight")[1], text_dim=shape("text_embedding.0.weight")[1],
-                     out_dim=out_dim, num_heads=d["num_heads"], num_layers=d.get("num_layers", 32),
-                     qk_norm="blocks.0.self_attn.norm_q.weight" in reader,
-                     cross_attn_norm="blocks.0.norm3.weight" in reader, eps=d.get("eps", 1e-6),
-                     image_dim=image_dim, camera_channels=cam)
+    return checked_config(dict(
+        variant=variant, patch_size=patch, text_len=d.get("text_len", 512), in_dim=pe[1],
+        dim=pe[0], ffn_dim=shape("blocks.0.ffn.0.weight")[0],
+        freq_dim=shape("time_embedding.0.weight")[1], text_dim=shape("text_embedding.0.weight")[1],
+        out_dim=out_dim, num_heads=d["num_heads"], num_layers=d.get("num_layers", 32),
+        qk_norm="blocks.0.self_attn.norm_q.weight" in reader,
+        cross_attn_norm="blocks.0.norm3.weight" in reader, eps=d.get("eps", 1e-6),
+        image_dim=image_dim, camera_channels=cam or None), f"official Wan config in {reader.origin}")
 
 
 # ---- building --------------------------------------------------------------------------------
@@ -153,6 +190,7 @@ def load_wan(path, dtype: torch.dtype = torch.float32, device=None, parallel=Non
         cfg, rename = config_from_diffusers(raw), diffusers_to_official
     else:
         cfg, rename = config_from_official(raw, reader), None
+    reader.check_config_size(cfg.approx_params(), f"Wan config in {path}")
     model = build_empty(cfg, dtype, device, parallel)
     load_state(model, reader, rename=rename, strict=strict)
     return model.eval().requires_grad_(False)
@@ -160,9 +198,12 @@ def load_wan(path, dtype: torch.dtype = torch.float32, device=None, parallel=Non
 
 def _default_boundary(path: Path, cfg: WanConfig) -> float:
     idx = path / "model_index.json"
-    if idx.is_file():
-        b = json.loads(idx.read_text()).get("boundary_ratio")
+    if os.path.lexists(idx):
+        b = U.read_json(idx, "pipeline index", CheckpointError).get("boundary_ratio")
         if b is not None:
+            U.check_value("boundary_ratio", b, "float", f"pipeline index {idx}", ConfigError)
+            if not 0.0 <= b <= 1.0:
+                raise ConfigError(f"pipeline index {idx}: boundary_ratio {b} is not in [0, 1]")
             return float(b)
     if cfg.camera_channels is not None:
         return BOUNDARIES["lingbot-world"]

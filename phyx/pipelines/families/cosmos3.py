@@ -9,7 +9,6 @@ frame. Guidance is uncond + g (cond - uncond) per modality.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -52,7 +51,12 @@ def checkpoint_shift(ckpt: Path) -> float | None:
     cfg = Path(ckpt) / "scheduler" / "scheduler_config.json"
     if not cfg.is_file():
         return None
-    shift = json.loads(cfg.read_text()).get("flow_shift")
+    from phyx.errors import ConfigError
+    from phyx.io import untrusted as U
+
+    shift = U.read_json(cfg, "scheduler config", ConfigError).get("flow_shift")
+    if shift is not None:
+        U.check_value("flow_shift", shift, "float", f"scheduler config {cfg}", ConfigError)
     return float(shift) if shift is not None else None
 
 

@@ -3,7 +3,8 @@ different machines: per op case, phyx's own call (what a user gets) on each mach
 time, rate, peak memory and parity verdict, and the time ratio against the first file."""
 from __future__ import annotations
 
-import json
+from phyx.errors import InputError
+from phyx.io import untrusted as U
 
 # The record that stands for a machine in the cross-vendor table: the call users make.
 _PHYX_KERNEL = {"attention": "phyx.ops.attention", "fused": "phyx.ops"}
@@ -12,10 +13,9 @@ _PHYX_KERNEL = {"attention": "phyx.ops.attention", "fused": "phyx.ops"}
 def load(paths: list[str]) -> list[dict]:
     runs = []
     for p in paths:
-        with open(p) as f:
-            d = json.load(f)
+        d = U.read_json(p, "benchmark result")
         if d.get("kind") not in ("phyx-bench-ops", "phyx-bench-models"):
-            raise ValueError(f"{p}: not a phyx bench result (kind={d.get('kind')!r}); "
+            raise InputError(f"{p}: not a phyx bench result (kind={d.get('kind')!r}); "
                              f"write one with `phyx bench ops --out FILE`")
         d["_path"] = p
         runs.append(d)

@@ -5,7 +5,6 @@ kernel category, `phyx bench models --breakdown`), and multi-GPU speed-up per la
 returns the numbers it drew, so tests can check them against the file."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -31,11 +30,12 @@ def load_result(path) -> tuple[str, dict]:
     expected = ("expected a `phyx bench ops` / `phyx bench models` result (kind 'phyx-bench-ops' / "
                 "'phyx-bench-models') or a benchmarks/multi_gpu result (schema "
                 "'phyx.multi_gpu_parity...')")
+    from phyx.io import untrusted as U
+
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except ValueError as e:
-        raise NotAPhyxResultError(f"{path}: not JSON ({e}); {expected}") from None
+        data = U.read_json(path, "benchmark result", NotAPhyxResultError, expect=None)
+    except NotAPhyxResultError as e:
+        raise NotAPhyxResultError(f"{e}; {expected}") from None
     if not isinstance(data, dict):
         raise NotAPhyxResultError(f"{path}: not a phyx result (a JSON {type(data).__name__}); {expected}")
     kind, schema = data.get("kind"), str(data.get("schema", ""))

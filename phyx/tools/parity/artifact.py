@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from phyx.errors import PhyxError
+from phyx.io import untrusted as U
 from phyx.io.atomic import publish_dir
 from phyx.tools.parity.capture import Capture, Record
 
@@ -32,6 +33,11 @@ ENV_PREFIXES = ("PHYX_", "HCCL_", "ASCEND_", "CUBLAS_", "CUDA_", "NVIDIA_TF32", 
 
 class ArtifactError(PhyxError):
     pass
+
+
+MANIFEST_MAX_BYTES = U.JSON_MAX_BYTES
+DTYPE_NAMES = ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16", "fp64", "float64")
+LAYER_KINDS = ("module", "method", "fn", "op")
 
 
 class NotComparableError(PhyxError):
@@ -179,8 +185,13 @@ def write(run: RunData, path: str, overwrite: bool = False) -> str:
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    if os.path.exists(path) and not overwrite:
-        raise ArtifactError(f"{path} exists; pass overwrite=True (--overwrite) or choose a new path")
+    if os.path.lexists(path):
+        if not overwrite:
+            raise ArtifactError(f"{path} exists; pass overwrite=True (--overwrite) or choose a new path")
+        why = _not_replaceable(path)
+        if why:
+            raise ArtifactError(f"{path} {why}; --overwrite replaces only a parity artifact "
+                                f"(a directory with a phyx {MANIFEST}); choose a new path")
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
         tfile = os.path.join(tmp, TENSORS)
@@ -209,30 +220,58 @@ def write(run: RunData, path: str, overwrite: bool = False) -> str:
     return path
 
 
+def _not_replaceable(path: str) -> str | None:
+    """Why the existing `path` is not a parity artifact that write(overwrite=True) may replace."""
+    if os.path.islink(path):
+        return "is a symbolic link"
+    if not os.path.isdir(path):
+        return f"is a {U.file_kind(path) or 'file'}, not an artifact directory"
+    try:
+        m = U.read_json(os.path.join(path, MANIFEST), "manifest", ArtifactError, MANIFEST_MAX_BYTES)
+    except ArtifactError:
+        return f"is a directory without a readable {MANIFEST}"
+    if m.get("format") != FORMAT:
+        return f"holds a {MANIFEST} of format {str(m.get('format'))[:40]!r}, not {FORMAT!r}"
+    extra = sorted(set(os.listdir(path)) - {MANIFEST, TENSORS})
+    if extra:
+        return f"holds files phyx did not write ({', '.join(extra[:5])})"
+    return None
+
+
 def read(path: str, verify: bool = True, load_tensors: bool = True) -> RunData:
-    """Read and verify an artifact. Raises ArtifactError naming what is wrong."""
-    mpath, tpath = os.path.join(path, MANIFEST), os.path.join(path, TENSORS)
+    """Read and verify an artifact. Raises ArtifactError naming what is wrong.
+
+    Everything in it is data: the manifest is size- and depth-capped and checked against the
+    schema (validate_manifest) before use, and only the tensor file inside the directory is
+    opened. Nothing an artifact names is imported or called."""
+    path = str(path)
     if not os.path.isdir(path):
         raise ArtifactError(f"{path}: not a parity artifact directory (record one with "
                             f"`phyx parity record`)")
-    if not os.path.isfile(mpath):
+    mpath = os.path.join(path, MANIFEST)
+    if not os.path.lexists(mpath):
         raise ArtifactError(f"{path}: {MANIFEST} missing: incomplete or not a parity artifact")
+    mpath = str(U.file_in_dir(path, MANIFEST, "manifest", ArtifactError, MANIFEST_MAX_BYTES))
     try:
-        with open(mpath) as f:
-            manifest = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{mpath}: unreadable manifest ({e}): truncated or tampered") from e
+        manifest = U.read_json(mpath, "manifest", ArtifactError, MANIFEST_MAX_BYTES)
+    except ArtifactError as e:
+        raise ArtifactError(f"unreadable manifest: {e}; truncated, tampered or not a parity "
+                            f"artifact") from None
     if manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: format {manifest.get('format')!r}, this phyx reads {FORMAT!r}")
+        raise ArtifactError(f"{path}: format {str(manifest.get('format'))[:60]!r}, this phyx reads "
+                            f"{FORMAT!r}")
+    validate_manifest(manifest, mpath)
+    tpath = os.path.join(path, TENSORS)
     if verify:
         want = manifest.get("manifest_sha256")
         if want != hashlib.sha256(_canonical(manifest)).hexdigest():
             raise ArtifactError(f"{mpath}: manifest checksum mismatch: the manifest was edited or "
                                 f"corrupted after recording")
-        if not os.path.isfile(tpath):
+        if not os.path.lexists(tpath):
             raise ArtifactError(f"{path}: {TENSORS} missing")
         info = manifest["files"][TENSORS]
-        size = os.path.getsize(tpath)
+        size = U.regular_file(U.file_in_dir(path, TENSORS, "tensor file", ArtifactError),
+                              "tensor file", ArtifactError).st_size
         if size != info["bytes"]:
             raise ArtifactError(f"{tpath}: {size} bytes, manifest says {info['bytes']}: truncated "
                                 f"or replaced")
@@ -241,11 +280,102 @@ def read(path: str, verify: bool = True, load_tensors: bool = True) -> RunData:
                                 f"recording")
     tensors = {}
     if load_tensors:
+        U.file_in_dir(path, TENSORS, "tensor file", ArtifactError)
         try:
             tensors = load_file(tpath)
         except Exception as e:
-            raise ArtifactError(f"{tpath}: cannot read tensors ({e})") from e
+            raise ArtifactError(f"{tpath}: cannot read tensors ({str(e)[:200]})") from e
     return RunData(manifest, tensors, path)
+
+
+# --- the manifest schema ------------------------------------------------------------------------
+def _need(cond: bool, where: str, what: str) -> None:
+    if not cond:
+        raise ArtifactError(f"{where}: {what}; not a manifest phyx wrote (re-record the artifact)")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _shape_ok(v) -> bool:
+    return isinstance(v, list) and len(v) <= 16 and all(_is_int(x) and x >= 0 for x in v)
+
+
+def validate_manifest(m, where: str = "manifest") -> dict:
+    """Check the structure every reader of a manifest relies on; ArtifactError naming the first
+    entry that is missing or of the wrong type."""
+    _need(isinstance(m, dict), where, "the top level is not an object")
+    files = m.get("files")
+    _need(isinstance(files, dict) and isinstance(files.get(TENSORS), dict), where,
+          f"'files' has no entry for {TENSORS}")
+    for name in files:
+        _need(isinstance(name, str) and name in (TENSORS, MANIFEST), where,
+              f"'files' names {str(name)[:80]!r}; an artifact holds only {TENSORS}")
+    info = files[TENSORS]
+    _need(isinstance(info.get("sha256"), str) and _is_int(info.get("bytes")) and info["bytes"] >= 0,
+          where, f"files.{TENSORS} needs a sha256 string and a byte count")
+    run = m.get("run")
+    _need(isinstance(run, dict), where, "'run' is missing or not an object")
+    _need(isinstance(run.get("model"), str) and len(run["model"]) <= 200, where,
+          "run.model is missing or not a string")
+    _need(isinstance(run.get("config", {}), dict), where, "run.config is not an object")
+    _need(_is_int(run.get("seed", 0)), where, "run.seed is not a whole number")
+    _need(isinstance(run.get("per_op", False), bool), where, "run.per_op is not true/false")
+    _need(run.get("dtype", "fp32") in DTYPE_NAMES, where,
+          f"run.dtype {str(run.get('dtype'))[:40]!r} is not one of {DTYPE_NAMES}")
+    _need(m.get("capture_mode", "full") in ("full", "stats"), where, "capture_mode is not full/stats")
+    for key in ("environment", "inputs", "outputs"):
+        _need(isinstance(m.get(key, {}), dict), where, f"'{key}' is not an object")
+    env = m.get("environment", {})
+    _need(isinstance(env.get("backend", ""), (str, type(None))), where,
+          "environment.backend is not a string")
+    for k, v in m.get("inputs", {}).items():
+        _need(isinstance(v, dict) and _shape_ok(v.get("shape")) and isinstance(v.get("sha256"), str),
+              where, f"inputs.{k} needs a shape list and a sha256 string")
+    for k, v in m.get("outputs", {}).items():
+        _need(isinstance(v, dict) and _shape_ok(v.get("shape", [])), where,
+              f"outputs.{k} needs a shape list")
+    layers = m.get("layers", [])
+    _need(isinstance(layers, list), where, "'layers' is not a list")
+    seen = set()
+    for i, L in enumerate(layers):
+        w = f"layers[{i}]"
+        _need(isinstance(L, dict), where, f"{w} is not an object")
+        _need(isinstance(L.get("name"), str) and L["name"] not in seen, where,
+              f"{w}.name is missing, not a string or repeated")
+        seen.add(L["name"])
+        _need(_is_int(L.get("idx")), where, f"{w}.idx is not a whole number")
+        _need(L.get("kind") in LAYER_KINDS, where, f"{w}.kind is not one of {LAYER_KINDS}")
+        _need(isinstance(L.get("target"), str), where, f"{w}.target is not a string")
+        _need(isinstance(L.get("outputs"), list) and all(isinstance(k, str) for k in L["outputs"]),
+              where, f"{w}.outputs is not a list of names")
+        inp = L.get("inputs")
+        _need(inp is None or (isinstance(inp, dict) and isinstance(inp.get("args"), dict)
+                              and isinstance(inp.get("kwargs"), dict)),
+              where, f"{w}.inputs is not null or an object with args and kwargs")
+        _need(isinstance(L.get("shapes"), dict) and all(_shape_ok(s) for s in L["shapes"].values()),
+              where, f"{w}.shapes is not an object of shape lists")
+        stats = L.get("stats", {})
+        _need(isinstance(stats, dict), where, f"{w}.stats is not an object")
+        for k, st in stats.items():
+            _need(isinstance(st, dict), where, f"{w}.stats.{k} is not an object")
+            if "sample" in st:
+                _need(isinstance(st["sample"], list) and len(st["sample"]) <= 4096
+                      and all(_is_num(x) for x in st["sample"]) and _is_num(st.get("l2")),
+                      where, f"{w}.stats.{k} needs a list of numbers 'sample' and a number 'l2'")
+    rep = m.get("replay_of")
+    if rep is not None:
+        _need(isinstance(rep, dict) and isinstance(rep.get("layers", []), list), where,
+              "replay_of is not an object with a layer list")
+    errs = m.get("replay_errors")
+    _need(errs is None or (isinstance(errs, dict) and all(isinstance(v, str) for v in errs.values())),
+          where, "replay_errors is not an object of messages")
+    return m
 
 
 def add_replay(run: RunData, replays: dict[str, dict[str, torch.Tensor]], source: RunData) -> None:

@@ -76,7 +76,9 @@ def unpack(struct: Any, tensors: dict, convert: Callable | None = None, device=N
     if "v" in struct:
         return struct["v"]
     if "dtype" in struct:
-        dt = getattr(torch, struct["dtype"])
+        dt = getattr(torch, str(struct["dtype"]), None)
+        if not isinstance(dt, torch.dtype):   # recorded data names a dtype, nothing else
+            raise NotReplayable(f"{str(struct['dtype'])[:40]!r} is not a torch dtype")
         return float_dtype if float_dtype is not None and dt.is_floating_point else dt
     if "device" in struct:
         return torch.device(device if device is not None else struct["device"])
@@ -298,15 +300,29 @@ def _resolve_function(where: str):
     return owner, attr
 
 
-def call_recorded(model: nn.Module, layer: dict, args, kwargs):
-    """Call what a record captured (module, method or function) again with the given inputs."""
+def call_recorded(model: nn.Module, layer: dict, args, kwargs, functions=(), methods=()):
+    """Call what a record captured (module, method or function) again with the given inputs.
+
+    A record read from an artifact is data: a method is called only when it matches one of the
+    'path:method' capture patterns in `methods` and a function only when it is one of the
+    'module:function' probes in `functions` (both declared by this side's ModelSpec)."""
     kind, target = layer["kind"], layer["target"]
     if kind == "module":
         return model.get_submodule(target)(*args, **kwargs)
     if kind == "method":
         path, _, meth = target.rpartition(":")
+        declared = any(meth == pm.split(":", 1)[1] and (_match(path, [pm.split(":", 1)[0]])
+                                                        if pm.split(":", 1)[0] else path == "")
+                       for pm in methods)
+        if not declared or meth.startswith("_"):
+            raise NotReplayable(f"method {target[:80]!r} is not a capture pattern of this model; "
+                                f"not called")
         return getattr(model.get_submodule(path) if path else model, meth)(*args, **kwargs)
     if kind == "fn":
-        owner, attr = _resolve_function(target[3:])
+        where = target[3:] if target.startswith("fn:") else None
+        if where is None or where not in set(functions):
+            raise NotReplayable(f"function {target[:80]!r} is not a probe this model declares; "
+                                f"not imported or called")
+        owner, attr = _resolve_function(where)
         return getattr(owner, attr)(*args, **kwargs)
     raise NotReplayable(f"record kind {kind!r} cannot be called")

@@ -10,6 +10,7 @@ Evidence, strongest first:
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import torch
@@ -26,10 +27,17 @@ FLOOR_FACTOR = 10.0  # a layer may differ by up to 10x its measured noise floor
 
 # --- replay -----------------------------------------------------------------------------------
 def replay(model: torch.nn.Module, source: RunData, device, cast: torch.dtype | None = None,
-           only: set[str] | None = None) -> tuple[dict, dict]:
+           only: set[str] | None = None, probes=None) -> tuple[dict, dict]:
     """Run each recorded layer of `source` again on `model` (this backend) from its recorded
-    inputs. Returns ({layer: {key: output on CPU}}, {layer: error message})."""
-    from phyx.ops import call_kernel
+    inputs. Returns ({layer: {key: output on CPU}}, {layer: error message}).
+
+    `source` is data, never code: a record is replayed only as a submodule of `model`, a phyx op,
+    or a method / function probe that `probes` (this side's ModelSpec: its `layers` patterns and
+    `functions`) declares. Anything else the artifact names is refused per layer, not called."""
+    from phyx.ops import OP_NAMES, call_kernel
+
+    allowed_fns = set((getattr(probes, "functions", None) or {}).values())
+    method_patterns = [p for p in (getattr(probes, "layers", None) or ()) if isinstance(p, str) and ":" in p]
 
     def conv(t):
         if cast is not None and t.is_floating_point():
@@ -55,9 +63,13 @@ def replay(model: torch.nn.Module, source: RunData, device, cast: torch.dtype | 
                 args = unpack(L["inputs"]["args"], tensors, cv, device, cast)
                 kwargs = unpack(L["inputs"]["kwargs"], tensors, cv, device, cast)
                 if L["kind"] == "op":
-                    result = call_kernel(L["target"][3:], *args)
+                    op = L["target"][3:]
+                    if not L["target"].startswith("op:") or op not in OP_NAMES:
+                        raise NotReplayable(f"{L['target'][:80]!r} is not a phyx op; not called")
+                    result = call_kernel(op, *args)
                 else:
-                    result = call_recorded(model, L, args, kwargs)
+                    result = call_recorded(model, L, args, kwargs, functions=allowed_fns,
+                                           methods=method_patterns)
             except NotReplayable as e:
                 errors[L["name"]] = str(e)
                 continue
@@ -112,6 +124,8 @@ class CompareReport:
     comparability: list[str]
     verdict: str
     notes: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)        # why the verdict is not PASS
+    replay_errors: dict = field(default_factory=dict)       # layer -> why B could not replay it
 
     @property
     def failed(self) -> bool:
@@ -133,12 +147,16 @@ class CompareReport:
         return {**asdict(self), "emulated": self.emulated, "npu_result": self.npu_result}
 
 
+def _as_json(x):
+    return json.loads(json.dumps(x, default=str))
+
+
 def comparability_problems(a: RunData, b: RunData) -> list[str]:
     """Same model, config, seed, dtype, inputs and layer shapes, or the comparison is meaningless."""
     p = []
     ra, rb = a.manifest.get("run", {}), b.manifest.get("run", {})
     for key in ("model", "config", "seed", "dtype"):
-        if ra.get(key) != rb.get(key):
+        if _as_json(ra.get(key)) != _as_json(rb.get(key)):   # a live run's tuples == stored lists
             p.append(f"run.{key} differs: {ra.get(key)!r} vs {rb.get(key)!r}")
     ia, ib = a.manifest.get("inputs", {}), b.manifest.get("inputs", {})
     if set(ia) != set(ib):
@@ -191,7 +209,7 @@ def compare_runs(a: RunData, b: RunData, *, oracle: dict | None = None,
     dname = dtype or a.manifest.get("run", {}).get("dtype", "fp32")
     base_thr = M.threshold_for(DTYPES.get(dname, torch.float32))
     has_replay = bool(a.manifest.get("run_id")) and (
-        b.manifest.get("replay_of", {}).get("run_id") == a.manifest.get("run_id"))
+        (b.manifest.get("replay_of") or {}).get("run_id") == a.manifest.get("run_id"))
     notes = []
     if not has_replay:
         notes.append("no replay of A's layer inputs on B: verdict and first divergence use "
@@ -232,8 +250,17 @@ def compare_runs(a: RunData, b: RunData, *, oracle: dict | None = None,
         evidence = row.local if has_replay and row.local else row.accumulated
         if has_replay and row.local:
             row.evidence = "replay"
-        elif has_replay and not row.local:
+        elif has_replay and not row.local and L["outputs"]:
             row.status, row.reason = "SKIP", "not replayed (see replay errors)"
+            rows.append(row)
+            continue
+        if not evidence and L["outputs"]:
+            def held(run, layer, key):
+                return run.output(layer, key) is not None or key in (layer.get("stats") or {})
+            one_sided = [k for k in L["outputs"] if held(a, L, k) != held(b, lb[name], k)]
+            row.status = "SKIP"
+            row.reason = (f"outputs {one_sided[:3]} recorded on one side only" if one_sided
+                          else "not captured on either side")
             rows.append(row)
             continue
         for key, m in evidence.items():
@@ -249,18 +276,43 @@ def compare_runs(a: RunData, b: RunData, *, oracle: dict | None = None,
         rows.append(row)
     rows.sort(key=lambda r: r.idx)
     first = next((r for r in rows if r.status == M.FAIL), None)
+    reasons = [f"first divergence at {first.name}"] if first is not None else []
+    # the end-to-end output is part of the verdict, with the same dtype-aware threshold
     outputs = {}
-    for k in a.manifest.get("outputs", {}):
+    for k in sorted(set(a.manifest.get("outputs", {})) | set(b.manifest.get("outputs", {}))):
         ta, tb = a.tensors.get(f"outputs/{k}"), b.tensors.get(f"outputs/{k}")
-        if ta is not None and tb is not None and ta.shape == tb.shape:
-            outputs[k] = {**M.compare(tb, ta).as_dict(), "drift": M.drift_metrics(tb, ta)}
-    verdict = M.FAIL if first is not None else M.PASS
+        if ta is None or tb is None:
+            reasons.append(f"end-to-end output {k!r} missing in {'A' if ta is None else 'B'}")
+            continue
+        m = M.compare(tb, ta)
+        st, why = M.verdict(m, base_thr)
+        o = {**m.as_dict(), "status": st, "reason": why, "limit_rel_l2": base_thr.rel_l2}
+        if m.shape_match and ta.numel():
+            o["drift"] = M.drift_metrics(tb, ta)
+        outputs[k] = o
+        if st == M.FAIL:
+            reasons.append(f"end-to-end output {k!r}: {why}")
+    replay_errors = dict(b.manifest.get("replay_errors") or {}) if has_replay else {}
+    unreplayed = [r.name for r in rows if r.status == "SKIP" and r.reason.startswith("not replayed")]
+    if unreplayed:
+        reasons.append(f"{len(unreplayed)} layer(s) not replayed on B ({', '.join(unreplayed[:3])}"
+                       f"{', ...' if len(unreplayed) > 3 else ''}); a layer not compared cannot pass")
+    missing = [r.name for r in rows if r.status == "SKIP" and "one side only" in r.reason]
+    if missing:
+        reasons.append(f"{len(missing)} layer(s) with outputs recorded on one side only "
+                       f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    compared = sum(1 for r in rows if r.status != "SKIP" and (r.local or r.accumulated)) + len(outputs)
+    if compared == 0:
+        reasons.append("nothing was compared: no layer and no end-to-end output is present on both "
+                       "sides (empty or mismatched artifacts)")
+    verdict = M.FAIL if reasons else M.PASS
     for side in (a, b):
         if side.emulated:
             notes.append(f"{side.backend_label}: emulated run; proves the translation, never an "
                          f"NPU result")
     return CompareReport(_side(a), _side(b), dname, rows, first.name if first else None,
-                         first.evidence if first else None, outputs, problems, verdict, notes)
+                         first.evidence if first else None, outputs, problems, verdict, notes,
+                         reasons, replay_errors)
 
 
 def format_compare(rep: CompareReport, max_rows: int | None = None) -> str:
@@ -284,12 +336,23 @@ def format_compare(rep: CompareReport, max_rows: int | None = None) -> str:
                      f"{'-' if ratio is None else format(ratio, '11.2f'):>11}  {r.status}{mark}"
                      + (f"\n      {r.reason}" if r.status == M.FAIL else ""))
     for k, o in rep.outputs.items():
-        d = o["drift"]
-        lines.append(f"output {k}: rel_l2 {o['rel_l2']:.2e} cosine {d['cosine']:.9f} "
-                     f"PSNR {d['psnr_db']:.1f} dB SSIM {d['ssim']:.6f}")
+        lines.append(f"output {k}: " + _output_text(o))
+    for name, err in list(rep.replay_errors.items())[:20]:
+        lines.append(f"REPLAY ERROR {name}: {err}")
+    if len(rep.replay_errors) > 20:
+        lines.append(f"REPLAY ERROR ... and {len(rep.replay_errors) - 20} more")
     for n in rep.notes:
         lines.append(f"NOTE: {n}")
     if rep.first_divergence:
         lines.append(f"FIRST DIVERGENCE: {rep.first_divergence} ({rep.first_divergence_evidence})")
-    lines.append(f"VERDICT: {rep.verdict}")
+    lines.append(f"VERDICT: {rep.verdict}" + (f" ({'; '.join(rep.reasons)})" if rep.reasons else ""))
     return "\n".join(lines)
+
+
+def _output_text(o: dict) -> str:
+    """One line for an end-to-end output: error, drift (when shapes match) and its verdict."""
+    d = o.get("drift")
+    txt = f"rel_l2 {o['rel_l2']:.2e} (limit {o.get('limit_rel_l2', float('nan')):.0e})"
+    if d:
+        txt += f" cosine {d['cosine']:.9f} PSNR {d['psnr_db']:.1f} dB SSIM {d['ssim']:.6f}"
+    return txt + f"  {o.get('status', '?')}" + (f": {o['reason']}" if o.get("reason") else "")

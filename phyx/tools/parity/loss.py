@@ -12,10 +12,17 @@ from typing import Callable
 import torch
 
 from phyx.device import torch_device
+from phyx.errors import InputError
 from phyx.tools.parity import metrics as M
 from phyx.tools.parity.backends import using_backend
 
 WINDOW_LIMIT = 0.01
+
+
+def _check_count(name: str, value, flag: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"loss parity: {name} must be a whole number >= 1, got {value!r}; pass "
+                         f"{flag} 1 or more (no steps, nothing compared, never a PASS)")
 
 
 @dataclass
@@ -55,6 +62,7 @@ def train(build: Callable, inputs: dict, forward: Callable, backend: str, *, ste
           prepare: Callable | None = None) -> TrainCurve:
     """AdamW for `steps` steps on `backend`. prepare(model, device, dtype) places the model
     (default .to(device, dtype)); every random draw happens in make_batch on the CPU."""
+    _check_count("steps", steps, "--steps")
     with using_backend(backend, policy) as b:
         dev = torch_device()   # this rank's current device, never device 0
         model = build()
@@ -79,8 +87,11 @@ def train(build: Callable, inputs: dict, forward: Callable, backend: str, *, ste
 
 def window_errors(a: list[float], b: list[float], window: int = 4) -> list[float]:
     """Mean relative error |b - a| / |a| over consecutive windows of steps."""
+    _check_count("window", window, "--window")
     if len(a) != len(b):
-        raise ValueError(f"curves have different lengths: {len(a)} vs {len(b)}")
+        raise InputError(f"curves have different lengths: {len(a)} vs {len(b)}")
+    if not a:
+        raise InputError("loss parity: the curves hold no steps; nothing to compare")
     out = []
     for s in range(0, len(a), window):
         rel = [abs(y - x) / max(abs(x), 1e-12) for x, y in zip(a[s:s + window], b[s:s + window])]
@@ -171,6 +182,8 @@ def run_spec_loss_parity(spec, backends: list[str], *, steps: int = 8, dtype="fp
                          window: int = 4, lr: float = 1e-3, policy: str = "fast"
                          ) -> tuple[list[TrainCurve], list[LossParity]]:
     """Train `spec` on each backend; compare each against the first. Returns (curves, results)."""
+    _check_count("steps", steps, "--steps")
+    _check_count("window", window, "--window")
     curves = [train_spec(spec, b, steps=steps, dtype=dtype, lr=lr, policy=policy) for b in backends]
     return curves, [compare_training(curves[0], c, window=window) for c in curves[1:]]
 

@@ -82,7 +82,9 @@ def _load_zoo() -> None:
 
 def get_model_spec(name: str, config: dict | None = None, seed: int = 0) -> ParitySpec:
     """The spec of registered model `name` (a canonical model name or an alias from
-    phyx.models.registry, or a register_model name), or of 'module:factory'."""
+    phyx.models.registry, or a register_model name), or of 'module:factory'. Only for names
+    from the command line or Python: a name read from an artifact goes through live_spec, which
+    accepts registered models only."""
     if name not in _REGISTRY:
         _load_zoo()
         from phyx.errors import UnknownModelError
@@ -99,6 +101,86 @@ def get_model_spec(name: str, config: dict | None = None, seed: int = 0) -> Pari
         return getattr(importlib.import_module(mod), attr)(config or {}, seed)
     raise ValueError(f"unknown parity model {name!r}; registered: {sorted(_REGISTRY)} (or pass "
                      f"'module:factory')")
+
+
+def live_spec(source: A.RunData, model: str | None = None) -> ParitySpec:
+    """The model to run live against artifact `source`: `model` (given on the command line), else
+    the registered model the manifest names, built with its recorded config and seed. A manifest
+    naming anything else ('module:factory', an unknown name) is refused: nothing it names is
+    imported or called."""
+    run = source.manifest["run"]
+    name = model if model is not None else run["model"]
+    if model is None and name not in _REGISTRY:
+        _load_zoo()
+        from phyx.errors import UnknownModelError
+        from phyx.models import registry
+
+        try:   # a canonical name or alias of the in-tree registry, looked up, never imported
+            name = registry.canonical(name)
+        except UnknownModelError:
+            pass
+    if model is None and name not in _REGISTRY:
+        raise A.ArtifactError(f"{source.path}: run.model {name[:80]!r} is not a registered parity "
+                              f"model; --live builds only registered models, or the one given "
+                              f"with --model (never one an artifact names)")
+    return _built_from_data(lambda: get_model_spec(name, run.get("config") or {}, run.get("seed", 0)),
+                            f"{source.path}: run.config")
+
+
+def _built_from_data(make: Callable, what: str):
+    """Call a registered factory on a config read from disk: a config it cannot use is one
+    ArtifactError line, not a traceback."""
+    from phyx.errors import PhyxError
+
+    try:
+        return make()
+    except PhyxError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+        raise A.ArtifactError(f"{what} does not describe the model: {type(e).__name__}: "
+                              f"{str(e)[:200]}") from None
+
+
+def check_replay_source(spec: ParitySpec, source: A.RunData) -> None:
+    """--replay-from must name a run of the same model, config and seed."""
+    from phyx.errors import UnknownModelError
+    from phyx.models import registry
+
+    def same_model(theirs, mine) -> bool:   # an alias recorded by an older phyx is the same model
+        try:
+            return registry.canonical(str(theirs)) == registry.canonical(str(mine))
+        except UnknownModelError:
+            return theirs == mine
+
+    run = source.manifest["run"]
+    for key, mine in (("model", spec.name), ("config", spec.config), ("seed", spec.seed)):
+        theirs = run.get(key, 0 if key == "seed" else None)
+        if key == "model" and same_model(theirs, mine):
+            continue
+        if _jsonable(theirs) != _jsonable(mine):
+            raise A.NotComparableError(
+                f"--replay-from {source.path}: recorded with run.{key} {str(theirs)[:80]!r}, this "
+                f"run has {str(mine)[:80]!r}; replay needs an artifact of the same model, config "
+                f"and seed")
+
+
+def _check_recorded_inputs(recorded: dict, local: dict, source: A.RunData) -> None:
+    """The inputs an artifact carries must have the names, shapes and dtypes this spec draws."""
+    for k, t in recorded.items():
+        mine = local.get(k)
+        if not isinstance(mine, torch.Tensor) or tuple(mine.shape) != tuple(t.shape) \
+                or mine.dtype != t.dtype:
+            want = (f"{tuple(mine.shape)} {mine.dtype}" if isinstance(mine, torch.Tensor)
+                    else "no such input")
+            raise A.NotComparableError(
+                f"--replay-from {source.path}: recorded input {k[:60]!r} is {tuple(t.shape)} "
+                f"{t.dtype}, this model draws {want}; the artifact does not belong to this model")
+
+
+def _jsonable(v):
+    import json
+
+    return json.loads(json.dumps(v, default=str))
 
 
 def _tiny_dit_spec(config: dict, seed: int) -> ParitySpec:
@@ -139,10 +221,14 @@ def record_run(spec: ParitySpec, backend: str | None = None, dtype="fp32", *, po
     policy 'fast' (default) runs the vendor kernels, which is what parity must prove; TF32 / HF32
     stay off unless reduced_precision=True (fp32 with them off first on new hardware)."""
     dt = _dtype(dtype)
+    if replay_from is not None:
+        check_replay_source(spec, replay_from)
     inputs = inputs if inputs is not None else spec.make_inputs(spec.seed)
     if replay_from is not None:
-        inputs = {k[len("inputs/"):]: v for k, v in replay_from.tensors.items()
-                  if k.startswith("inputs/")} or inputs
+        recorded = {k[len("inputs/"):]: v for k, v in replay_from.tensors.items()
+                    if k.startswith("inputs/")}
+        _check_recorded_inputs(recorded, inputs, replay_from)
+        inputs = recorded or inputs
 
     def go(b):
         if backend is not None:
@@ -159,7 +245,7 @@ def record_run(spec: ParitySpec, backend: str | None = None, dtype="fp32", *, po
             inputs=inputs, outputs={"out": out} if isinstance(out, torch.Tensor) else dict(out),
             backend=b)
         if replay_from is not None:
-            outs, errors = replay(model, replay_from, _device(b))
+            outs, errors = replay(model, replay_from, _device(b), probes=spec)
             A.add_replay(run, outs, replay_from)
             run.manifest["replay_errors"] = errors
         return run
@@ -176,7 +262,7 @@ def oracle_outputs(spec: ParitySpec, source: A.RunData) -> dict:
     """Every recorded layer of `source` replayed in float64 on the CPU (reference kernels)."""
     with using_backend("cpu", "reference"):
         model = spec.build().to(torch.float64).eval()
-        outs, _ = replay(model, source, torch.device("cpu"), cast=torch.float64)
+        outs, _ = replay(model, source, torch.device("cpu"), cast=torch.float64, probes=spec)
     return outs
 
 
@@ -198,13 +284,13 @@ def measure_noise_floor(spec: ParitySpec, source: A.RunData, backend: str) -> di
     dt = _dtype(source.manifest["run"]["dtype"])
     with using_backend(backend, "reference") as b:
         model = spec.place(spec.build(), _device(b), dt).eval()
-        base, _ = replay(model, source, _device(b))
-        again, _ = replay(model, source, _device(b))
+        base, _ = replay(model, source, _device(b), probes=spec)
+        again, _ = replay(model, source, _device(b), probes=spec)
         fold(base, again)
         for op in phyx.ops.OP_NAMES:
             for k in phyx.ops.available_kernels(op)[1:]:
                 with phyx.ops.kernel_override(op, k.name):
-                    alt, _ = replay(model, source, _device(b))
+                    alt, _ = replay(model, source, _device(b), probes=spec)
                 fold(base, alt)
     return floor
 

@@ -8,7 +8,7 @@ import os
 from phyx.io.atomic import write_bytes_atomic as atomic_write_bytes
 from phyx.io.atomic import write_text_atomic as atomic_write_text
 from phyx.tools.parity import metrics as M
-from phyx.tools.parity.compare import CompareReport
+from phyx.tools.parity.compare import CompareReport, _output_text
 
 
 def _plt():
@@ -92,9 +92,12 @@ def compare_markdown(rep: CompareReport, plot: str | None = None) -> str:
                    f"{'-' if cos is None else f'{cos:.9f}'} | {'-' if ratio is None else f'{ratio:.2f}'} | "
                    f"{'**' + r.status + '**' if r.status == M.FAIL else r.status} |")
     for k, o in rep.outputs.items():
-        d = o["drift"]
-        out += ["", f"End-to-end `{k}`: rel_l2 {o['rel_l2']:.2e}, cosine {d['cosine']:.9f}, "
-                    f"PSNR {d['psnr_db']:.1f} dB, SSIM {d['ssim']:.6f}"]
+        out += ["", f"End-to-end `{k}`: {_output_text(o)}"]
+    if rep.replay_errors:
+        out += ["", "Replay errors (layers B could not replay):", ""]
+        out += [f"- `{n}`: {e}" for n, e in rep.replay_errors.items()]
+    if rep.reasons:
+        out += ["", "Not PASS because: " + "; ".join(rep.reasons)]
     return "\n".join(out) + "\n"
 
 
@@ -153,9 +156,12 @@ def compare_html(rep: CompareReport, plot: str | None = None) -> str:
                     f"<td>{r.status}</td><td>{e(r.reason)}</td></tr>")
     body.append("</table>")
     for k, o in rep.outputs.items():
-        d = o["drift"]
-        body.append(f"<p>End-to-end <code>{e(k)}</code>: rel_l2 {o['rel_l2']:.2e}, cosine "
-                    f"{d['cosine']:.9f}, PSNR {d['psnr_db']:.1f} dB, SSIM {d['ssim']:.6f}</p>")
+        body.append(f"<p>End-to-end <code>{e(k)}</code>: {e(_output_text(o))}</p>")
+    if rep.replay_errors:
+        body.append("<p>Replay errors (layers B could not replay):</p><ul>" + "".join(
+            f"<li><code>{e(n)}</code>: {e(str(m))}</li>" for n, m in rep.replay_errors.items()) + "</ul>")
+    if rep.reasons:
+        body.append(f"<p><b>Not PASS because:</b> {e('; '.join(rep.reasons))}</p>")
     return _html_page(f"parity {rep.b['label']} vs {rep.a['label']}", body)
 
 

@@ -52,10 +52,24 @@ class TinyDiTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TinyDiTConfig":
+        """From JSON-like data (a recorded artifact's config): fields checked, unknown keys and a
+        model beyond the parameter-memory cap refused (ConfigError)."""
+        from phyx.errors import ConfigError
+        from phyx.io import untrusted as U
+
+        U.check_fields(cls, d, "tiny-dit config", ConfigError, skip=("extra", "grid"))
+        unknown = sorted(str(k) for k in d if k not in cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"tiny-dit config: unknown field(s) {unknown[:5]}")
         d = dict(d)
         if "grid" in d:
+            U.check_value("grid", d["grid"], "tuple[int, int, int]", "tiny-dit config", ConfigError,
+                          max_int=4096)
             d["grid"] = tuple(d["grid"])
-        return cls(**d)
+        cfg = cls(**d)
+        params = cfg.depth * (4 * cfg.dim * cfg.dim + 2 * cfg.dim * cfg.ffn + 2 * cfg.text_dim * cfg.dim)
+        U.check_param_memory(params + cfg.dim * (cfg.in_ch + cfg.freq_dim), "tiny-dit config", ConfigError)
+        return cfg
 
 
 def sinusoid_f64(t: torch.Tensor, dim: int) -> torch.Tensor:

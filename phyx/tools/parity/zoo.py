@@ -10,6 +10,9 @@ DiT boundary, the layers to capture, and the training loss for loss parity where
 """
 from __future__ import annotations
 
+import dataclasses
+
+from phyx.errors import ConfigError
 from phyx.models import registry
 from phyx.tools.parity.model import LossSpec, ParitySpec, register_model
 
@@ -23,8 +26,14 @@ def spec_for(entry: registry.ModelEntry, config: dict, seed: int) -> ParitySpec:
     ad = entry.adapter
     if "model" in config:
         cfg = ad.config_from_dict(config["model"])
+    elif config:   # overrides go through the checked from_dict too (typed, ranged, memory-capped)
+        base = entry.build_config()
+        unknown = sorted(set(config) - {f.name for f in dataclasses.fields(base)})
+        if unknown:
+            raise ConfigError(f"{entry.name} config: unknown field(s) {unknown[:5]}")
+        cfg = ad.config_from_dict({**ad.config_to_dict(base), **config})
     else:
-        cfg = entry.build_config(**config)
+        cfg = entry.build_config()
     tl = ad.loss(cfg, **entry.inputs)
     return ParitySpec(
         entry.name, build=lambda: ad.build(cfg, seed),

@@ -75,6 +75,7 @@ class ScanReport:
     files_scanned: int = 0
     regex_fallback: list[str] = field(default_factory=list)   # files that did not parse
     suppressed: int = 0
+    skipped: list[str] = field(default_factory=list)          # 'path: why' (not read)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -85,7 +86,7 @@ class ScanReport:
     def to_dict(self) -> dict:
         return {"findings": [f.to_dict() for f in self.findings], "counts": self.counts(),
                 "files_scanned": self.files_scanned, "regex_fallback": self.regex_fallback,
-                "suppressed": self.suppressed}
+                "suppressed": self.suppressed, "skipped": self.skipped}
 
 
 # --- the ast pass -------------------------------------------------------------------------
@@ -410,7 +411,7 @@ def _excluded(rel: str, patterns) -> bool:
 
 def iter_files(root: Path, exclude=()):
     patterns = tuple(DEFAULT_EXCLUDES) + tuple(exclude)
-    if root.is_file():
+    if not root.is_dir():      # a file, or something else scan_file will skip with a reason
         yield root
         return
     for dirpath, dirnames, filenames in os.walk(root):
@@ -423,12 +424,28 @@ def iter_files(root: Path, exclude=()):
                 yield Path(dirpath) / fn
 
 
+SCAN_MAX_BYTES = 8 * 1024**2   # a source file beyond this is skipped (parsing would need GBs)
+
+
 def scan_file(path: Path, report: ScanReport, display: str | None = None) -> None:
+    """Scan one file. A FIFO, device, socket (or a symlink to one) is never opened and a file
+    over SCAN_MAX_BYTES is not read: both are listed in report.skipped with the reason."""
+    from phyx.errors import InputError
+    from phyx.io.untrusted import file_kind, read_bytes
+
+    shown = display or str(path)
+    kind = file_kind(path)
+    if kind is None and not os.path.lexists(path):
+        raise FileNotFoundError(f"cannot read {path}: no such file")
+    if kind != "regular file":
+        report.skipped.append(f"{shown}: {kind or 'unreadable'}, not a regular file")
+        return
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise FileNotFoundError(f"cannot read {path}: {e}") from e
-    scan_text(text, display or str(path), report, python=path.suffix == ".py")
+        data = read_bytes(path, "source file", SCAN_MAX_BYTES)
+    except InputError as e:
+        report.skipped.append(f"{shown}: {str(e).replace(f'source file {path} ', '')}")
+        return
+    scan_text(data.decode("utf-8", errors="replace"), shown, report, python=path.suffix == ".py")
 
 
 def scan_text(text: str, display: str, report: ScanReport, python: bool = True) -> None:
@@ -437,7 +454,7 @@ def scan_text(text: str, display: str, report: ScanReport, python: bool = True) 
     if python:
         try:
             hits = _scan_python_ast(text, ast.parse(text, filename=display))
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, RecursionError, MemoryError):  # too deep for ast: regexes
             hits, method = _scan_regex(lines, _PY_REGEX), "regex"
             report.regex_fallback.append(display)
     else:
