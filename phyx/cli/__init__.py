@@ -111,12 +111,14 @@ def main(argv=None) -> int:
     real_stdout = sys.stdout
     sys.stdout = _GuardedStdout(real_stdout)
     try:
-        from phyx.cli._common import check_env
+        from phyx.cli._common import check_env, flush_notes
 
+        flush_notes(show=False)
         args = build_parser().parse_args(argv)
         check_env()
         code = int(args.func(args) or 0)
         sys.stdout.flush()
+        flush_notes()
         return code
     except _StdoutError as e:
         return _stdout_failed(e.err, real_stdout)

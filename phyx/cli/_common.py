@@ -237,8 +237,18 @@ def check_out_path(path: str | None, kind: str = "file", flag: str = "--out") ->
         raise CliError(f"{flag} {path}: {parent} is not writable; choose another path")
 
 
+_NOTES: list[str] = []
+
+
 def deprecated(old: str, new: str) -> None:
-    print(f"phyx: note: {old} is deprecated; use {new}", file=sys.stderr)
+    """Note an old spelling; printed once the command has run (an error stays one line)."""
+    _NOTES.append(f"phyx: note: {old} is deprecated; use {new}")
+
+
+def flush_notes(show: bool = True) -> None:
+    for n in _NOTES if show else ():
+        print(n, file=sys.stderr)
+    _NOTES.clear()
 
 
 def print_json(obj) -> None:
