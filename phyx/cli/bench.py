@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import sys
 
+from phyx.cli._common import (
+    CliError,
+    add_backend_args,
+    check_out_path,
+    choice_list,
+    positive_float,
+    positive_int,
+    print_json,
+    setup_backend,
+)
 
-def _setup(args):
-    import phyx
-
-    if args.backend:
-        phyx.set_backend(args.backend, args.policy)
-    elif args.policy:
-        phyx.get_backend()
-        phyx.set_policy(args.policy)
-    return phyx.get_backend()
+SECTIONS = ("peaks", "attention", "fused", "dispatch")
+MODES = ("forward", "train")
 
 
 def _finish(result, args):
@@ -21,18 +24,22 @@ def _finish(result, args):
 
     if args.out:
         write_json(result, args.out)
-        print(f"wrote {args.out}")
+        print(f"wrote {args.out}", file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print_json(result)
     return 0
 
 
 def _cmd_ops(args) -> int:
-    from phyx.tools.bench.ops import run_ops
+    from phyx.tools.bench.ops import ATTENTION_SHAPES, QUICK_ATTENTION_SHAPES, run_ops
     from phyx.tools.bench.profile import maybe_profile
 
-    _setup(args)
-    sections = tuple(args.sections.split(",")) if args.sections else (
-        "peaks", "attention", "fused", "dispatch")
-    shapes = args.shapes.split(",") if args.shapes else None
+    check_out_path(args.out)
+    sections = tuple(choice_list(args.sections, SECTIONS, "--sections")) if args.sections else SECTIONS
+    shapes = None
+    if args.shapes:
+        shapes = choice_list(args.shapes, sorted({**ATTENTION_SHAPES, **QUICK_ATTENTION_SHAPES}), "--shapes")
+    setup_backend(args)
     with maybe_profile(args.profile):
         result = run_ops(quick=args.quick, sections=sections, attention_shapes=shapes)
     if args.profile:
@@ -41,11 +48,13 @@ def _cmd_ops(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from phyx.tools.bench.models import run_models
+    from phyx.tools.bench.models import MODELS, run_models
 
-    _setup(args)
-    models = args.models.split(",") if args.models else None
-    result = run_models(models=models, modes=args.modes.split(","), quick=args.quick,
+    check_out_path(args.out)
+    models = choice_list(args.models, list(MODELS), "--models") if args.models else None
+    modes = choice_list(args.modes, MODES, "--modes")
+    setup_backend(args)
+    result = run_models(models=models, modes=modes, quick=args.quick,
                         peer=not args.no_peer, peak_tflops=args.peak_tflops, layers=args.layers,
                         breakdown=args.breakdown, compile=args.compile,
                         peer_attention=args.peer_attention, profile_dir=args.profile)
@@ -57,14 +66,15 @@ def _cmd_models(args) -> int:
 def _cmd_merge(args) -> int:
     from phyx.tools.bench.merge import load, table
 
-    text = table(load(args.files))
+    check_out_path(args.out)
+    try:
+        text = table(load(args.files))
+    except ValueError as e:  # not a phyx bench result, unreadable JSON
+        raise CliError(str(e)) from None
     if args.out:
-        import os
+        from phyx.io.atomic import write_text_atomic
 
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, args.out)
+        write_text_atomic(args.out, text)
         print(f"wrote {args.out}")
     else:
         sys.stdout.write(text)
@@ -74,6 +84,7 @@ def _cmd_merge(args) -> int:
 def _cmd_plot(args) -> int:
     from phyx.tools.bench.plots import plot_file
 
+    check_out_path(args.out, "dir")
     seen = {}
     for path in args.files:
         written = plot_file(path, args.out)
@@ -89,9 +100,9 @@ def _cmd_plot(args) -> int:
 
 
 def _common(p):
-    p.add_argument("--backend", default=None, help="phyx backend (default: PHYX_BACKEND / autodetect)")
-    p.add_argument("--policy", default=None, choices=["reference", "fast"])
-    p.add_argument("--out", default=None, help="write the JSON result here (atomically)")
+    add_backend_args(p)
+    p.add_argument("--out", default=None, metavar="PATH", help="write the JSON result here (atomically)")
+    p.add_argument("--json", action="store_true", help="print the JSON result on stdout")
     p.add_argument("--quick", action="store_true", help="tiny shapes: checks the harness, not speed")
 
 
@@ -102,7 +113,7 @@ def register(sub) -> None:
 
     po = bs.add_parser("ops", help="attention TFLOP/s, fused ops GB/s, device ceilings, dispatch overhead")
     _common(po)
-    po.add_argument("--sections", default=None, help="comma list of peaks,attention,fused,dispatch")
+    po.add_argument("--sections", default=None, help="comma list of " + ",".join(SECTIONS))
     po.add_argument("--shapes", default=None, help="comma list of attention shape names")
     po.add_argument("--profile", default=None, metavar="DIR",
                     help="record a profiler trace into DIR (torch_npu.profiler on the NPU, "
@@ -114,7 +125,7 @@ def register(sub) -> None:
     pm.add_argument("--models", default=None, help="comma list (default: all available)")
     pm.add_argument("--modes", default="forward,train", help="forward and/or train (fwd+bwd)")
     pm.add_argument("--no-peer", action="store_true", help="skip the diffusers comparison")
-    pm.add_argument("--layers", type=int, default=None,
+    pm.add_argument("--layers", type=positive_int, default=None,
                     help="build only the first N blocks of each model (default: all)")
     pm.add_argument("--compile", action="store_true",
                     help="torch.compile every repeated block of both implementations (regional "
@@ -128,7 +139,7 @@ def register(sub) -> None:
     pm.add_argument("--peer-attention", choices=("native", "fa4"), default="native",
                     help="diffusers' attention backend: its default 'native' (torch SDPA) or 'fa4' "
                          "(its flash_4_hub backend fed the installed flash-attn-4)")
-    pm.add_argument("--peak-tflops", type=float, default=None,
+    pm.add_argument("--peak-tflops", type=positive_float, default=None,
                     help="matmul peak for MFU (default: measured in the same run)")
     pm.set_defaults(func=_cmd_models)
 

@@ -2,12 +2,20 @@
 
     phyx generate --model tiny-wan --out out/tiny.mp4
     torchrun --nproc_per_node 2 -m phyx.cli generate --model tiny-wan --cfg 2 --out out/cfg2.mp4
+
+The options are GenerateArgs' fields (phyx/pipelines/generate.py): defaults and help live there.
+Every input is checked before any model work; an existing output is replaced only with
+--overwrite, and only if phyx wrote it.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import sys
+
+from phyx.cli._common import dtype_arg
+
+_TYPES = {"int": int, "float": float, "str": str}
 
 
 def _quiet_libraries() -> None:
@@ -32,6 +40,29 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated.*")
 
 
+def add_generate_args(p: argparse.ArgumentParser) -> None:
+    """One option per GenerateArgs field (type from the annotation, help / choices from metadata)."""
+    from phyx.pipelines.generate import GenerateArgs
+
+    for f in dataclasses.fields(GenerateArgs):
+        meta = dict(f.metadata)
+        if not meta.get("cli", True):
+            continue
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        kw = {"dest": f.name, "default": f.default, "help": meta.get("help", "")}
+        base = str(f.type).split("|")[0].strip()
+        if base == "bool":
+            kw["action"] = meta.get("action", "store_true")
+        else:
+            kw["type"] = dtype_arg if f.name == "dtype" else _TYPES[base]
+            for k in ("choices", "metavar"):
+                if k in meta:
+                    kw[k] = meta[k]
+        if f.default not in (None, False, True, "") and "help" in kw:
+            kw["help"] += f" [default: {f.default}]"
+        p.add_argument(flag, **kw)
+
+
 def _cmd_generate(args) -> int:
     from phyx.pipelines import registry
     from phyx.pipelines.generate import GenerateArgs, generate
@@ -42,9 +73,7 @@ def _cmd_generate(args) -> int:
             print(f"{name:<26} {'/'.join(s.tasks):<10} {s.description}")
         return 0
     _quiet_libraries()
-    fields = {f for f in GenerateArgs.__dataclass_fields__}
-    kw = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    kw["progress"] = not args.no_progress
+    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerateArgs) if f.metadata.get("cli", True)}
     try:
         result = generate(GenerateArgs(**kw))
     finally:
@@ -54,56 +83,23 @@ def _cmd_generate(args) -> int:
         comm.destroy()
     if result["out"] is not None:
         rec = result["record"]
-        t = rec["timings"]
-        print(f"wrote {result['out']} ({rec['settings']['frames']} frames {rec['settings']['height']}x"
-              f"{rec['settings']['width']}, {rec['task']}, backend {rec['backend']['name']}, "
-              f"{t['total_s']:.1f} s) and {result['sidecar']}")
+        st, t = rec["settings"], rec["timings"]
+        # with --json, stdout carries the record alone
+        print(f"wrote {result['out']} ({st['frames']} frames {st['height']}x{st['width']}, {rec['task']}, "
+              f"backend {rec['backend']['name']}, {t['total_s']:.1f} s) and {result['sidecar']}",
+              file=sys.stderr if args.json else sys.stdout)
         if args.json:
-            print(json.dumps(rec, indent=2, default=str))
+            from phyx.cli._common import print_json
+
+            print_json(rec)
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="generate a video / image (+ sound) with a world model",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny-wan", help="model name (see --list-models); default tiny-wan")
-    p.add_argument("--checkpoint", help="checkpoint directory (transformer/, vae/, text_encoder/, "
-                                        "tokenizer/); tiny-* models build their own when omitted")
-    p.add_argument("--prompt", help="text prompt")
-    p.add_argument("--negative-prompt", dest="negative_prompt",
-                   help="default: the model's upstream negative prompt (Wan2.2 / LingBot-World configs, "
-                        "diffusers' Cosmos pipelines); \"\" for none")
-    p.add_argument("--task", choices=["t2v", "i2v", "t2i", "v2w", "t2av"],
-                   help="default: the model's first task, i2v/v2w with --image, t2av with --sound")
-    p.add_argument("--image", help="conditioning image (or video for v2w)")
-    p.add_argument("--camera", help="LingBot-World camera directory (intrinsics.npy [N,4], poses.npy [N,4,4])")
-    p.add_argument("--sound", action="store_true", help="also generate sound (cosmos3 t2av), written as .wav")
-    p.add_argument("--backend", help="phyx backend (cpu, cuda, npu, npu-emulated); default: autodetect")
-    p.add_argument("--policy", choices=["reference", "fast"], help="kernel policy")
-    p.add_argument("--tp", type=int, default=1)
-    p.add_argument("--sp", type=int, default=1)
-    p.add_argument("--cfg", type=int, default=1, choices=[1, 2])
-    p.add_argument("--steps", type=int)
-    p.add_argument("--guidance", type=float)
-    p.add_argument("--guidance-high", dest="guidance_high", type=float,
-                   help="A14B: guidance of the high-noise expert (default: the model's)")
-    p.add_argument("--shift", type=float, help="flow shift of the sampler")
-    p.add_argument("--sampler", choices=["unipc", "euler", "cosmos-rf"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int)
-    p.add_argument("--width", type=int)
-    p.add_argument("--frames", type=int, help="frame count, 4n+1")
-    p.add_argument("--fps", type=float)
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                   help="DiT weights dtype")
-    p.add_argument("--vae-parallel", dest="vae_parallel", choices=["exact", "tiles", "none"], default="exact",
-                   help="how ranks share the VAE decode (exact: halo exchange, equals one device)")
-    p.add_argument("--vae-halo", dest="vae_halo", type=int, default=2, help="tiles mode: halo in latent rows")
-    p.add_argument("--text-encoder-device", dest="text_encoder_device", choices=["cpu", "device"],
-                   default="cpu")
-    p.add_argument("--out", default="out/video.mp4", help="output .mp4 (or .png for t2i)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true", help="print the sidecar record")
+    add_generate_args(p)
+    p.add_argument("--json", action="store_true", help="print the sidecar record as JSON on stdout")
     p.add_argument("--list-models", action="store_true", help="list model names and exit")
     p.set_defaults(func=_cmd_generate)
 

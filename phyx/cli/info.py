@@ -1,7 +1,7 @@
 """`phyx info`: which backend was chosen and why, versions, devices, kernel per op."""
 from __future__ import annotations
 
-import json
+from phyx.cli._common import add_backend_args, print_json
 
 
 def _cmd_info(args) -> int:
@@ -11,13 +11,9 @@ def _cmd_info(args) -> int:
 
     import phyx
     from phyx.backend import probe_all
+    from phyx.cli._common import setup_backend
 
-    if args.backend:
-        phyx.set_backend(args.backend, args.policy)
-    elif args.policy:
-        phyx.get_backend()
-        phyx.set_policy(args.policy)
-    b = phyx.get_backend()
+    b = setup_backend(args)
     info = {
         "backend": b.name,
         "emulated": b.emulated,
@@ -37,7 +33,7 @@ def _cmd_info(args) -> int:
     }
     info["hardware"] = b.hardware_info()
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print_json(info)
         return 0
     print(f"backend   : {info['backend']}" + ("  (EMULATED: proves translation, not NPU numerics)" if b.emulated else ""))
     print(f"why       : {info['why']}")
@@ -61,7 +57,6 @@ def _cmd_info(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="which backend was chosen and why, versions, devices, kernels")
-    p.add_argument("--backend", default=None)
-    p.add_argument("--policy", default=None, choices=["reference", "fast"])
-    p.add_argument("--json", action="store_true")
+    add_backend_args(p)
+    p.add_argument("--json", action="store_true", help="print it all as JSON")
     p.set_defaults(func=_cmd_info)

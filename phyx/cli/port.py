@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
+from phyx.cli._common import CliError
 from phyx.tools.porting.rules import CATEGORIES, expand
 from phyx.tools.porting.scanner import scan_paths
 
@@ -12,13 +13,11 @@ def _cmd_scan(args) -> int:
     try:
         fail_on = expand(args.fail_on) if args.fail_on else set()
     except ValueError as e:
-        print(f"phyx port scan: {e}", file=sys.stderr)
-        return 2
+        raise CliError(f"--fail-on: {e}") from None
     try:
         report = scan_paths(args.paths, exclude=args.exclude or ())
     except FileNotFoundError as e:
-        print(f"phyx port scan: {e}", file=sys.stderr)
-        return 2
+        raise CliError(f"{e}") from None
     failing = [f for f in report.findings if f.category in fail_on]
     if args.json:
         out = report.to_dict()

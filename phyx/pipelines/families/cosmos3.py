@@ -15,7 +15,7 @@ import torch
 
 from phyx.errors import CheckpointError
 from phyx.pipelines import noise as noise_mod
-from phyx.pipelines import prompts, schedulers
+from phyx.pipelines import prompts, protocol, schedulers
 from phyx.pipelines import text as text_mod
 from phyx.pipelines import vae as vae_mod
 
@@ -76,7 +76,7 @@ def prompt_ids(tok, run) -> tuple[torch.Tensor, torch.Tensor]:
     return _byte_ids(tok, run.prompt), _byte_ids(tok, run.negative_prompt)
 
 
-class Denoiser:
+class Denoiser(protocol.Denoiser):
     def __init__(self, run, model):
         self.run, self.model = run, model
         cfg = model.config

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from phyx.errors import CheckpointError
+from phyx.pipelines import protocol
 from phyx.pipelines import vae as vae_mod
 
 PATCH = (1, 2, 2)
@@ -30,7 +31,7 @@ def load_dit(ckpt: Path, spec, dtype, device):
     return load(ckpt / "transformer", dtype=dtype, device=device)
 
 
-class Denoiser:
+class Denoiser(protocol.Denoiser):
     def __init__(self, run, model):
         self.run, self.model = run, model
         cfg = model.config

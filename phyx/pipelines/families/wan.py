@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from phyx.errors import CheckpointError
+from phyx.pipelines import protocol
 from phyx.pipelines import vae as vae_mod
 
 PATCH = (1, 2, 2)
@@ -66,7 +67,7 @@ def _i2v_mask(frames: int, lat_shape) -> torch.Tensor:
     return m.view(1, T, 4, h, w).transpose(1, 2)
 
 
-class Denoiser:
+class Denoiser(protocol.Denoiser):
     def __init__(self, run, model):
         from phyx.parallel import get_parallel_state
 

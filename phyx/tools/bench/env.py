@@ -51,10 +51,6 @@ def machine_meta(note: str | None = None) -> dict:
 
 def write_json(obj: dict, path: str) -> None:
     """Atomic: temp file then os.replace, so a killed run never leaves half a result."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    from phyx.io.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=1, default=str) + "\n")

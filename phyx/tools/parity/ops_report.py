@@ -206,6 +206,6 @@ def format_summary(report: OpReport) -> str:
 
 
 def write_json(report: OpReport, path: str) -> None:
-    from phyx.tools.parity._io import atomic_write_text
+    from phyx.io.atomic import write_text_atomic as atomic_write_text
 
     atomic_write_text(path, json.dumps(report.to_dict(), indent=1, default=str))

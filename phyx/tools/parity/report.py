@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 
+from phyx.io.atomic import write_bytes_atomic as atomic_write_bytes
+from phyx.io.atomic import write_text_atomic as atomic_write_text
 from phyx.tools.parity import metrics as M
-from phyx.tools.parity._io import atomic_write_bytes, atomic_write_text
 from phyx.tools.parity.compare import CompareReport, _output_text
 
 
