@@ -68,7 +68,9 @@ class GenerateArgs:
                                      "autodetect)")
     policy: str | None = _opt(None, "kernel policy", choices=("reference", "fast"))
     cfg: int = _opt(1, "CFG-parallel ranks (1 or 2)", choices=(1, 2))
-    sp: int = _opt(1, "sequence-parallel (Ulysses) ranks")
+    sp: int = _opt(1, "sequence-parallel ranks (sp = ulysses x ring)")
+    ring: int = _opt(1, "of the --sp ranks, how many pass K/V around a ring (ring attention); "
+                        "1 < ring < sp is USP (Ulysses inside groups, ring across them)")
     tp: int = _opt(1, "tensor-parallel ranks")
     steps: int | None = _opt(None, f"denoising steps (1..{MAX_STEPS}; default: the model's)")
     guidance: float | None = _opt(None, "guidance scale (default: the model's)")
@@ -334,7 +336,7 @@ def validate_request(req: Request) -> Request:
     """Every check that needs no model, before any model work; returns the checked request."""
     _check_values(req)
     st = req.settings
-    req.world = validate.check_world(req.args.cfg, req.args.sp, req.args.tp)
+    req.world = validate.check_world(req.args.cfg, req.args.sp, req.args.tp, req.args.ring)
     t_stride, s_stride = VAE_STRIDES[req.spec.vae]
     validate.check_frames(st.frames, t_stride, req.task)
     validate.check_size(st.height, st.width, s_stride, req.family.PATCH)
@@ -359,7 +361,7 @@ def select_backend(req: Request) -> RunContext:
         phyx.get_backend()
         phyx.set_policy(a.policy)
     if req.world > 1:
-        init_parallel(ParallelConfig(cfg=a.cfg, sp=a.sp, tp=a.tp))
+        init_parallel(ParallelConfig(cfg=a.cfg, sp=a.sp, tp=a.tp, ring=a.ring))
     return RunContext(request=req, settings=req.settings, device=phyx_device.torch_device(),
                       dtype=DTYPES[req.dtype], rank=_dist.rank(), timer=Timer(), checkpoint=req.checkpoint)
 
@@ -491,7 +493,8 @@ class RunRecord:
         rec = {"model": req.spec.name, "family": req.spec.family, "task": req.task,
                "checkpoint": str(ctx.checkpoint), "tiny": req.spec.tiny, "prompt": a.prompt,
                "negative_prompt": negative_prompt, "settings": settings, "args": dataclasses.asdict(a),
-               "parallel": {"world_size": req.world, "cfg": a.cfg, "sp": a.sp, "tp": a.tp, "rank": ctx.rank},
+               "parallel": {"world_size": req.world, "cfg": a.cfg, "sp": a.sp, "ring": a.ring, "tp": a.tp,
+                            "rank": ctx.rank},
                "latent_shape": list(ctx.latent_shape), "denoiser": ctx.denoiser.describe(),
                "vae_decode": ctx.decode_info, "notes": req.notes,
                "timings": {**ctx.timer.seconds, "step_s": ctx.step_s},

@@ -35,10 +35,13 @@ def check_size(height: int, width: int, s_stride: int, patch: tuple[int, int, in
                          f"the DiT patch ({patch[1]}x{patch[2]}) = {mh}x{mw}: {fixes}")
 
 
-def check_world(cfg: int, sp: int, tp: int) -> int:
-    for n, v in (("cfg", cfg), ("sp", sp), ("tp", tp)):
+def check_world(cfg: int, sp: int, tp: int, ring: int = 1) -> int:
+    for n, v in (("cfg", cfg), ("sp", sp), ("tp", tp), ("ring", ring)):
         if v < 1:
             raise ParallelConfigError(f"--{n} must be >= 1, got {v}")
+    if sp % ring:
+        raise ParallelConfigError(f"--ring {ring} must divide --sp {sp} (sp = ulysses x ring); e.g. "
+                                  f"--sp {ring * max(1, sp // ring)} --ring {ring}")
     if cfg > 2:
         raise ParallelConfigError(f"--cfg must be 1 or 2 (conditional and unconditional branch), got {cfg}")
     want = cfg * sp * tp

@@ -58,6 +58,8 @@ GENERATE_CASES = [
     (["--model", "tiny-cosmos-predict2", "--frames", "5", "--out", "{tmp}/x.png"], "one frame"),
     (["--height", "65536", "--width", "65536", "--frames", "4001"], "GiB"),
     (["--out", "{tmp}/x.avi"], "must end in"),
+    (["--sp", "3", "--ring", "2"], "must divide --sp"),
+    (["--ring", "0"], "--ring must be >= 1"),
 ]
 
 
