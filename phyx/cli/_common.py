@@ -206,9 +206,12 @@ def check_memory(estimate_bytes: float, what: str, fix: str) -> None:
 
 # ---- output ----------------------------------------------------------------------------------
 
-def check_out_path(path: str | None, kind: str = "file", flag: str = "--out") -> None:
+def check_out_path(path: str | None, kind: str = "file", flag: str = "--out",
+                   overwrite: bool | None = None) -> None:
     """Before any work: `path` can be written as a `kind` ('file' or 'dir'): not a device or
-    special file, a file not a directory (and the reverse), its parents a writable directory."""
+    special file, a file not a directory (and the reverse), its parents a writable directory.
+    With `overwrite` given (a command that has --overwrite), an existing file is replaced only
+    when it is True."""
     import stat
 
     if not path:
@@ -228,6 +231,8 @@ def check_out_path(path: str | None, kind: str = "file", flag: str = "--out") ->
             raise CliError(f"{flag} {path} exists and is not a directory; give a folder")
         if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
             raise CliError(f"{flag} {path} is a device or special file; give a file path")
+        if kind == "file" and overwrite is False:
+            raise CliError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another path")
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)

@@ -34,7 +34,7 @@ def _cmd_ops(args) -> int:
     from phyx.tools.bench.ops import ATTENTION_SHAPES, QUICK_ATTENTION_SHAPES, run_ops
     from phyx.tools.bench.profile import maybe_profile
 
-    check_out_path(args.out)
+    check_out_path(args.out, overwrite=args.overwrite)
     sections = tuple(choice_list(args.sections, SECTIONS, "--sections")) if args.sections else SECTIONS
     shapes = None
     if args.shapes:
@@ -50,7 +50,7 @@ def _cmd_ops(args) -> int:
 def _cmd_models(args) -> int:
     from phyx.tools.bench.models import MODELS, run_models
 
-    check_out_path(args.out)
+    check_out_path(args.out, overwrite=args.overwrite)
     models = choice_list(args.models, list(MODELS), "--models") if args.models else None
     modes = choice_list(args.modes, MODES, "--modes")
     setup_backend(args)
@@ -103,6 +103,7 @@ def _common(p):
     add_backend_args(p)
     p.add_argument("--out", default=None, metavar="PATH", help="write the JSON result here (atomically)")
     p.add_argument("--json", action="store_true", help="print the JSON result on stdout")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--quick", action="store_true", help="tiny shapes: checks the harness, not speed")
 
 

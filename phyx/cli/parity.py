@@ -138,7 +138,7 @@ def _cmd_ops(args) -> int:
     from phyx.tools.parity.backends import resolve_backends
 
     out = _json_out(args)
-    check_out_path(out)
+    check_out_path(out, overwrite=args.overwrite)
     backends = check_backend_names(csv_list(args.backends)) if args.backends else None
     usable, skipped = resolve_backends(backends)
     if not usable:
@@ -323,6 +323,7 @@ def register(sub) -> None:
                     help="comma list of fp32|bf16|fp16 (or the long names); default all three")
     po.add_argument("--seed", type=nonneg_int, default=0)
     po.add_argument("--out", default=None, metavar="PATH", help="write the full report as a JSON file")
+    po.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_json(po, "the full report")
     po.add_argument("--only-problems", action="store_true", help="print only non-PASS rows")
     po.set_defaults(func=_cmd_ops)

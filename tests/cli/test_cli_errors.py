@@ -285,3 +285,15 @@ def test_deprecated_spellings_still_work_with_a_note(tmp_path, capsys):
     assert (tmp_path / "m.safetensors").is_file()
     assert main(["convert", str(tmp_path / "m.pt"), "--out", str(tmp_path / "n.safetensors"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("cmd", [["bench", "ops", "--quick", "--sections", "peaks"],
+                                 ["parity", "ops", "--backends", "cpu", "--dtypes", "fp32"]])
+def test_existing_output_file_needs_overwrite(cmd, tmp_path, capsys):
+    """An existing --out file is never replaced silently; the refusal comes before any work."""
+    out = tmp_path / "result.json"
+    out.write_text("keep me")
+    assert main([*cmd, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("phyx: error:") and "--overwrite" in err[0]
+    assert out.read_text() == "keep me"
