@@ -165,3 +165,20 @@ def test_npu_mask_not_inverted_located(spec, monkeypatch):
     assert rep.first_divergence == "blocks.0.cross_attn", format_compare(rep)
     assert {r.name for r in rep.rows if r.status == M.FAIL} <= {
         "blocks.0.cross_attn", "blocks.0", "blocks.1.cross_attn", "blocks.1"}
+
+
+def test_a_new_metric_column_shows_in_every_report_format(fakes, spec, monkeypatch):
+    """Showing a metric is one line in METRIC_COLUMNS: the text table, markdown and HTML all read it."""
+    from phyx.tools.parity import compare as C
+    from phyx.tools.parity.report import compare_html, compare_markdown
+
+    rep = run_model_parity(spec, ["cpu", "cpu-twin"], "fp32", oracle=False).reports[0]
+    extra = C.MetricColumn("max rel err", lambda r: r.worst("auto", "max_rel"), ".3e", 14)
+    monkeypatch.setattr(C, "METRIC_COLUMNS", (*C.METRIC_COLUMNS, extra))
+    import phyx.tools.parity.report as R
+    monkeypatch.setattr(R, "METRIC_COLUMNS", C.METRIC_COLUMNS)
+    row = next(r for r in rep.rows if r.local)
+    cell = extra.text(row)
+    assert cell != "-"
+    for text in (format_compare(rep), compare_markdown(rep, None), compare_html(rep, None)):
+        assert "max rel err" in text and cell in text

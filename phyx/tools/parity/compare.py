@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -114,13 +115,41 @@ class LayerRow:
         vals = [m[metric] for m in src.values() if m and metric in m]
         return max(vals) if vals else None
 
-    def summary(self) -> tuple[float | None, float | None, float | None, float | None]:
-        """(worst local rel_l2, worst accumulated rel_l2, min cosine, worst oracle B/A ratio);
-        None where there is nothing to show. Every report format prints these four."""
-        cos = [m["cosine"] for m in (self.local or self.accumulated).values()]
-        return (self.worst("local") if self.local else None, self.worst("accumulated"),
-                min(cos) if cos else None,
-                max((o["ratio_b_over_a"] for o in self.oracle.values()), default=None))
+    def summary(self) -> tuple[float | None, ...]:
+        """The value of every METRIC_COLUMNS column for this row (None: nothing to show)."""
+        return tuple(c.value(self) for c in METRIC_COLUMNS)
+
+    def cells(self) -> list[str]:
+        """The METRIC_COLUMNS values formatted ('-' where there is nothing to show)."""
+        return [c.text(self) for c in METRIC_COLUMNS]
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """One per-layer metric column, shown the same way by the text table, the markdown and the
+    HTML report: adding a metric to the reports is one line in METRIC_COLUMNS."""
+    header: str
+    value: Callable[[LayerRow], float | None]
+    spec: str             # format spec of the value
+    width: int            # text-table width
+
+    def text(self, row: LayerRow) -> str:
+        v = self.value(row)
+        return "-" if v is None else format(v, self.spec)
+
+
+def _min_cosine(r: LayerRow) -> float | None:
+    cos = [m["cosine"] for m in (r.local or r.accumulated).values() if m and "cosine" in m]
+    return min(cos) if cos else None
+
+
+METRIC_COLUMNS = (
+    MetricColumn("local rel_l2", lambda r: r.worst("local") if r.local else None, ".2e", 13),
+    MetricColumn("accumulated rel_l2", lambda r: r.worst("accumulated"), ".2e", 19),
+    MetricColumn("min cosine", _min_cosine, ".9f", 13),
+    MetricColumn("oracle B/A", lambda r: max((o["ratio_b_over_a"] for o in r.oracle.values()), default=None),
+                 ".2f", 11),
+)
 
 
 @dataclass
@@ -336,17 +365,15 @@ def format_compare(rep: CompareReport, max_rows: int | None = None) -> str:
              f"dtype {rep.dtype}; per-layer error = "
              + ("B replayed on A's inputs vs A (local)" if any(r.local for r in rep.rows)
                 else "B's own run vs A (accumulated)")]
-    hdr = f"{'#':>3} {'layer':<40}{'evidence':<12}{'rel_l2':>10}{'accum':>10}{'cosine':>13}{'oracle B/A':>11}  verdict"
+    hdr = (f"{'#':>3} {'layer':<40}{'evidence':<12}"
+           + "".join(f"{c.header:>{c.width}}" for c in METRIC_COLUMNS) + "  verdict")
     lines += [hdr, "-" * len(hdr)]
     rows = rep.rows if max_rows is None else rep.rows[:max_rows]
     for r in rows:
-        local, acc, cos, ratio = r.summary()
         mark = "  <-- first divergence" if r.name == rep.first_divergence else ""
         lines.append(f"{r.idx:>3} {r.name[:39]:<40}{r.evidence:<12}"
-                     f"{'-' if local is None else format(local, '10.2e'):>10}"
-                     f"{'-' if acc is None else format(acc, '10.2e'):>10}"
-                     f"{'-' if cos is None else format(cos, '13.9f'):>13}"
-                     f"{'-' if ratio is None else format(ratio, '11.2f'):>11}  {r.status}{mark}"
+                     + "".join(f"{t:>{c.width}}" for c, t in zip(METRIC_COLUMNS, r.cells()))
+                     + f"  {r.status}{mark}"
                      + (f"\n      {r.reason}" if r.status in (M.FAIL, "SKIP") else ""))
     for k, o in rep.outputs.items():
         lines.append(f"output {k}: " + _output_text(o))

@@ -8,7 +8,7 @@ import os
 from phyx.io.atomic import write_bytes_atomic as atomic_write_bytes
 from phyx.io.atomic import write_text_atomic as atomic_write_text
 from phyx.tools.parity import metrics as M
-from phyx.tools.parity.compare import CompareReport, _output_text
+from phyx.tools.parity.compare import METRIC_COLUMNS, CompareReport, _output_text
 
 
 def _plt():
@@ -83,14 +83,11 @@ def compare_markdown(rep: CompareReport, plot: str | None = None) -> str:
         out.append(f"- note: {n}")
     if plot:
         out += ["", f"![per-layer error]({os.path.basename(plot)})"]
-    out += ["", "| # | layer | evidence | local rel_l2 | accumulated rel_l2 | min cosine | oracle B/A | verdict |",
-            "|---|---|---|---|---|---|---|---|"]
+    heads = ["#", "layer", "evidence", *(c.header for c in METRIC_COLUMNS), "verdict"]
+    out += ["", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rep.rows:
-        loc, acc, cos, ratio = r.summary()
-        out.append(f"| {r.idx} | `{r.name}` | {r.evidence} | {'-' if loc is None else f'{loc:.2e}'} | "
-                   f"{'-' if acc is None else f'{acc:.2e}'} | "
-                   f"{'-' if cos is None else f'{cos:.9f}'} | {'-' if ratio is None else f'{ratio:.2f}'} | "
-                   f"{'**' + r.status + '**' if r.status == M.FAIL else r.status} |")
+        out.append(f"| {r.idx} | `{r.name}` | {r.evidence} | " + " | ".join(r.cells())
+                   + f" | {'**' + r.status + '**' if r.status == M.FAIL else r.status} |")
     for k, o in rep.outputs.items():
         out += ["", f"End-to-end `{k}`: {_output_text(o)}"]
     if rep.replay_errors:
@@ -141,19 +138,15 @@ def compare_html(rep: CompareReport, plot: str | None = None) -> str:
         *[f"note: {e(n)}" for n in rep.notes]]) + "</ul>")
     if plot:
         body.append(f"<img src='{e(os.path.basename(plot))}' alt='per-layer error'>")
-    body.append("<table><tr><th>#</th><th>layer</th><th>evidence</th><th>local rel_l2</th>"
-                "<th>accumulated rel_l2</th><th>min cosine</th><th>oracle B/A</th><th>verdict</th>"
-                "<th>reason</th></tr>")
+    body.append("<table><tr><th>#</th><th>layer</th><th>evidence</th>"
+                + "".join(f"<th>{e(c.header)}</th>" for c in METRIC_COLUMNS)
+                + "<th>verdict</th><th>reason</th></tr>")
     for r in rep.rows:
-        loc, acc, cos, ratio = r.summary()
         mark = " &larr; first divergence" if r.name == rep.first_divergence else ""
         body.append(f"<tr class='{r.status}'><td class='num'>{r.idx}</td><td><code>{e(r.name)}</code>"
                     f"{mark}</td><td>{r.evidence}</td>"
-                    f"<td class='num'>{'-' if loc is None else f'{loc:.2e}'}</td>"
-                    f"<td class='num'>{'-' if acc is None else f'{acc:.2e}'}</td>"
-                    f"<td class='num'>{'-' if cos is None else f'{cos:.9f}'}</td>"
-                    f"<td class='num'>{'-' if ratio is None else f'{ratio:.2f}'}</td>"
-                    f"<td>{r.status}</td><td>{e(r.reason)}</td></tr>")
+                    + "".join(f"<td class='num'>{t}</td>" for t in r.cells())
+                    + f"<td>{r.status}</td><td>{e(r.reason)}</td></tr>")
     body.append("</table>")
     for k, o in rep.outputs.items():
         body.append(f"<p>End-to-end <code>{e(k)}</code>: {e(_output_text(o))}</p>")
