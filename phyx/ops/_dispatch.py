@@ -4,6 +4,7 @@ observers changes, so a call costs one attribute lookup plus the kernel itself (
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Callable
 
@@ -62,7 +63,7 @@ def _bootstrap(op: str):
 K = SimpleNamespace(**{name: _bootstrap(name) for name in REFERENCE_KERNELS})
 _chosen: dict[str, Kernel] = dict(REFERENCE_KERNELS)
 _pinned: dict[str, str] = {}
-_observers: list[Callable] = []
+_observers: list = []   # _Observer records
 # Default policy 'fast' (vendor kernels); parity runs switch to 'reference'.
 _state = {"policy": "fast", "backend": None}
 
@@ -114,9 +115,20 @@ def _observed(op: str, kernel: Kernel) -> Callable:
     fn, name = kernel.fn, kernel.name
 
     def call(*args):
-        out = fn(*args)
-        for cb in tuple(_observers):
-            cb(op, name, args, out)
+        obs = tuple(_observers)
+        for o in obs:
+            if o.before is not None:
+                o.before(op, name, args)
+        try:
+            out = fn(*args)
+        except BaseException:
+            for o in obs:
+                if o.failed is not None:
+                    o.failed(op, name, args)
+            raise
+        for o in obs:
+            if o.after is not None:
+                o.after(op, name, args, out)
         return out
     call.__wrapped__ = fn
     return call
@@ -134,16 +146,27 @@ def _refresh() -> None:
     rebuild(_state["backend"], _state["policy"])
 
 
+@dataclass(frozen=True, eq=False)
+class _Observer:
+    after: Callable | None
+    before: Callable | None
+    failed: Callable | None
+
+
 @contextlib.contextmanager
-def observe(callback: Callable) -> None:
+def observe(callback: Callable | None = None, *, before: Callable | None = None,
+            failed: Callable | None = None) -> None:
     """Call callback(op, kernel_name, args, out) after every phyx.ops kernel call in the block
-    (args: the kernel's positional arguments). Survives backend and policy switches inside it."""
-    _observers.append(callback)
+    (args: the kernel's positional arguments); before(op, kernel_name, args) as it starts, and
+    failed(op, kernel_name, args) when it raises (a refused call). Survives backend and policy
+    switches inside it."""
+    obs = _Observer(callback, before, failed)
+    _observers.append(obs)
     try:
         _refresh()
         yield
     finally:
-        _observers.remove(callback)
+        _observers.remove(obs)
         if _state["backend"] is not None:
             rebuild(_state["backend"], _state["policy"])
 

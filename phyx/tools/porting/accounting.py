@@ -113,46 +113,39 @@ class OpAccounting(TorchDispatchMode):
         self._stack: list[str] = []
         self._phyx: list[str] = []
         self._handles: list = []
-        self._orig: dict = {}
 
     # -- lifecycle --
     def __enter__(self):
         from torch.nn.modules import module as M
 
+        import phyx.ops
         from phyx.backend import get_backend
-        from phyx.ops import _dispatch
 
         get_backend()
         self._handles = [M.register_module_forward_pre_hook(self._pre),
                          M.register_module_forward_hook(self._post)]
-        for op in _dispatch.OP_NAMES:
-            orig = getattr(_dispatch.K, op)
-            self._orig[op] = orig
-
-            def wrapped(*args, _op=op, _orig=orig):
-                outer = not self._phyx
-                self._phyx.append(_op)
-                try:
-                    out = _orig(*args)
-                finally:
-                    self._phyx.pop()
-                if outer:   # the outermost phyx op that returned (a refused call is not counted)
-                    self.phyx_calls[_op] += 1
-                    mod = self._stack[-1] if self._stack else "<root>"
-                    self.modules.setdefault(mod, ModuleOps()).phyx_ops[_op] += 1
-                return out
-            setattr(_dispatch.K, op, wrapped)
+        # phyx ops are seen through the public observer: aten ops run while one is active belong
+        # to the backend's kernel, and only the outermost call that returned counts
+        self._observing = phyx.ops.observe(self._phyx_done, before=self._phyx_start,
+                                           failed=lambda op, name, args: self._phyx.pop())
+        self._observing.__enter__()
         return super().__enter__()
 
     def __exit__(self, *exc):
-        from phyx.ops import _dispatch
-
         for h in self._handles:
             h.remove()
-        for op, orig in self._orig.items():
-            setattr(_dispatch.K, op, orig)
-        self._orig.clear()
+        self._observing.__exit__(None, None, None)
         return super().__exit__(*exc)
+
+    def _phyx_start(self, op, name, args):
+        self._phyx.append(op)
+
+    def _phyx_done(self, op, name, args, out):
+        self._phyx.pop()
+        if not self._phyx:   # the outermost phyx op that returned (a refused call is not counted)
+            self.phyx_calls[op] += 1
+            mod = self._stack[-1] if self._stack else "<root>"
+            self.modules.setdefault(mod, ModuleOps()).phyx_ops[op] += 1
 
     def _pre(self, mod, args):
         name = self.names.get(id(mod))

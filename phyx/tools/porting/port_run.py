@@ -236,7 +236,7 @@ def run_port(target: Target | str, backend: str = "npu-emulated", *, policy: str
                 with torch.no_grad(), cap, autocast_ctx():
                     _call(tgt, model, _cast(host_inputs, dev, dt))
             kernels = {op: chosen_kernel(op).name for op in acct.phyx_calls}
-            res = PortRun(tgt.name, b.name, bool(getattr(b, "emulated", False)), policy, dtype,
+            res = PortRun(tgt.name, b.name, bool(b.emulated), policy, dtype,
                           autocast, shims, {k: v.to_dict() for k, v in acct.rollup(depth).items()},
                           acct.total().to_dict(), dict(acct.phyx_calls), kernels,
                           [t.to_dict() for t in acct.traps.values()])
