@@ -51,7 +51,12 @@ def _cmd_models(args) -> int:
     from phyx.tools.bench.models import MODELS, run_models
 
     check_out_path(args.out, overwrite=args.overwrite)
-    models = choice_list(args.models, list(MODELS), "--models") if args.models else None
+    models = None
+    if args.models:   # canonical names or their aliases (phyx.models.registry)
+        from phyx.models import registry
+
+        models = choice_list(args.models, [*MODELS, *(a for a in registry.aliases() if a not in MODELS)],
+                             "--models")
     modes = choice_list(args.modes, MODES, "--modes")
     setup_backend(args)
     result = run_models(models=models, modes=modes, quick=args.quick,
