@@ -20,7 +20,7 @@ REAL_GENERATOR = torch.Generator
 
 
 class NotServedError(RuntimeError):
-    """A CUDA-only call the phyx.patches shims do not serve on this backend."""
+    """A CUDA-only call the phyx_patches shims do not serve on this backend."""
 
 
 def _dev():
@@ -171,7 +171,7 @@ def lazy_init_refusal():
     """Stands in for torch.cuda._lazy_init: names the torch.cuda call that needs real CUDA."""
     caller = sys._getframe(1).f_code.co_name
     raise NotServedError(
-        f"phyx: torch.cuda.{caller}() needs a CUDA runtime and is not served by the phyx.patches "
+        f"phyx: torch.cuda.{caller}() needs a CUDA runtime and is not served by the phyx_patches "
         f"torch_cuda shim on backend {backend().name!r}; use phyx.device.* instead or skip it "
         f"when phyx.device.device_type() != 'cuda' (see `phyx port rules`)")
 

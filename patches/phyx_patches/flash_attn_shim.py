@@ -29,7 +29,7 @@ def _ops():
 
 
 def _refuse(name: str, what: str, fix: str):
-    raise UnsupportedArgumentError(f"phyx.patches flash_attn shim: {name} {what} is not supported; {fix}")
+    raise UnsupportedArgumentError(f"phyx_patches flash_attn shim: {name} {what} is not supported; {fix}")
 
 
 def _check_common(dropout_p=0.0, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
@@ -331,17 +331,17 @@ def install(layer) -> None:
            "flash_attn_kvpacked_func": flash_attn_kvpacked_func,
            "flash_attn_with_kvcache": flash_attn_with_kvcache}
     iface = make_module("flash_attn.flash_attn_interface", {**fa2, **PRIVATE_FA2},
-                        "phyx.patches: flash_attn.flash_attn_interface served by phyx.ops.attention",
+                        "phyx_patches: flash_attn.flash_attn_interface served by phyx.ops.attention",
                         SERVES_FA2, package=False)
     root = make_module("flash_attn", {**fa2, "__version__": "2.7.4+phyx",
                                       "flash_attn_interface": iface},
-                       "phyx.patches: flash_attn served by phyx.ops.attention", SERVES_FA2)
+                       "phyx_patches: flash_attn served by phyx.ops.attention", SERVES_FA2)
     fa3 = make_module("flash_attn_interface",
                       {"flash_attn_func": fa3_flash_attn_func,
                        "flash_attn_varlen_func": fa3_flash_attn_varlen_func},
-                      "phyx.patches: FlashAttention-3 (flash_attn_interface) served by "
+                      "phyx_patches: FlashAttention-3 (flash_attn_interface) served by "
                       "phyx.ops.attention", SERVES_FA3, package=False)
-    cuda_ext = make_module("flash_attn_2_cuda", {}, "phyx.patches: flash-attn's compiled kernels "
+    cuda_ext = make_module("flash_attn_2_cuda", {}, "phyx_patches: flash-attn's compiled kernels "
                            "are not served", "nothing (the compiled CUDA kernels); call "
                            "flash_attn.flash_attn_interface._flash_attn_forward or "
                            "phyx.ops.attention(..., return_lse=True)", package=False)

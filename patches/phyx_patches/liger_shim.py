@@ -32,7 +32,7 @@ def rms_norm(x, weight, eps=1e-6, offset=0.0):
 def rope_half(q, k, cos, sin, unsqueeze_dim=1):
     """HF rotate-half RoPE on q, k [B, H, S, D]; cos/sin [S, D] or [B, S, D] (halves repeated)."""
     if unsqueeze_dim != 1:
-        raise UnsupportedArgumentError(f"phyx.patches liger_kernel shim: unsqueeze_dim="
+        raise UnsupportedArgumentError(f"phyx_patches liger_kernel shim: unsqueeze_dim="
                                        f"{unsqueeze_dim}; only the [B, H, S, D] layout (1) is served")
     d = q.shape[-1] // 2
     c, s = cos[..., :d].float(), sin[..., :d].float()
@@ -132,16 +132,16 @@ def install(layer) -> None:
     }
     made = {}
     for name, attrs in mods.items():
-        made[name] = make_module(name, attrs, f"phyx.patches: {name}", SERVES, package=False)
+        made[name] = make_module(name, attrs, f"phyx_patches: {name}", SERVES, package=False)
     ops_attrs = {k.rsplit(".", 1)[1]: m for k, m in made.items() if ".ops." in k}
     tr_attrs = {k.rsplit(".", 1)[1]: m for k, m in made.items() if ".transformers." in k}
     flat_tr = {n: v for k, attrs in mods.items() if ".transformers." in k for n, v in attrs.items()}
     flat_ops = {n: v for k, attrs in mods.items() if ".ops." in k for n, v in attrs.items()}
-    ops = make_module("liger_kernel.ops", {**ops_attrs, **flat_ops}, "phyx.patches: liger ops", SERVES)
+    ops = make_module("liger_kernel.ops", {**ops_attrs, **flat_ops}, "phyx_patches: liger ops", SERVES)
     tr = make_module("liger_kernel.transformers", {**tr_attrs, **flat_tr},
-                     "phyx.patches: liger transformers", SERVES)
+                     "phyx_patches: liger transformers", SERVES)
     root = make_module("liger_kernel", {"ops": ops, "transformers": tr},
-                       "phyx.patches: liger_kernel served by phyx.ops", SERVES)
+                       "phyx_patches: liger_kernel served by phyx.ops", SERVES)
     for name, mod in (("liger_kernel", root), ("liger_kernel.ops", ops),
                       ("liger_kernel.transformers", tr), *made.items()):
         layer.set_module(name, mod)

@@ -97,7 +97,7 @@ def _te_common(sequence_parallel, kwargs, cls):
     bad = {k for k, v in kwargs.items() if v not in (None, False)}
     if bad:
         raise UnsupportedArgumentError(f"transformer_engine {cls} arguments {sorted(bad)} are not "
-                                       f"served by the phyx.patches shim")
+                                       f"served by the phyx_patches shim")
 
 
 class TERMSNorm(nn.Module):

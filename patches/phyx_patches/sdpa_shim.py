@@ -25,11 +25,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                      is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
     if dropout_p:
         raise UnsupportedArgumentError(
-            f"phyx.patches sdpa shim: dropout_p={dropout_p} is not supported (phyx.ops.attention "
+            f"phyx_patches sdpa shim: dropout_p={dropout_p} is not supported (phyx.ops.attention "
             f"has no attention dropout); run in eval mode or leave 'sdpa' out of the shims")
     if key.shape[-3] != query.shape[-3] and not enable_gqa and query.dim() == 4:
         raise UnsupportedArgumentError(
-            f"phyx.patches sdpa shim: {query.shape[-3]} query heads and {key.shape[-3]} key heads "
+            f"phyx_patches sdpa shim: {query.shape[-3]} query heads and {key.shape[-3]} key heads "
             f"need enable_gqa=True (as torch's SDPA does)")
     import phyx.ops
 

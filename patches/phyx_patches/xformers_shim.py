@@ -16,7 +16,7 @@ SERVES = ("ops.memory_efficient_attention (bias: None, LowerTriangularMask, Bloc
 
 
 def _refuse(what, fix):
-    raise UnsupportedArgumentError(f"phyx.patches xformers shim: {what} is not supported; {fix}")
+    raise UnsupportedArgumentError(f"phyx_patches xformers shim: {what} is not supported; {fix}")
 
 
 class AttentionBias:
@@ -100,15 +100,15 @@ def install(layer) -> None:
     biases = {"AttentionBias": AttentionBias, "LowerTriangularMask": LowerTriangularMask,
               "BlockDiagonalMask": BlockDiagonalMask,
               "BlockDiagonalCausalMask": BlockDiagonalCausalMask}
-    ab = make_module("xformers.ops.fmha.attn_bias", dict(biases), "phyx.patches: xformers biases",
+    ab = make_module("xformers.ops.fmha.attn_bias", dict(biases), "phyx_patches: xformers biases",
                      SERVES, package=False)
     fmha = make_module("xformers.ops.fmha", {"memory_efficient_attention": memory_efficient_attention,
                                              "attn_bias": ab, **biases},
-                       "phyx.patches: xformers.ops.fmha", SERVES)
+                       "phyx_patches: xformers.ops.fmha", SERVES)
     ops = make_module("xformers.ops", {"memory_efficient_attention": memory_efficient_attention,
-                                       "fmha": fmha, **biases}, "phyx.patches: xformers.ops", SERVES)
+                                       "fmha": fmha, **biases}, "phyx_patches: xformers.ops", SERVES)
     root = make_module("xformers", {"ops": ops, "__version__": "0.0.29+phyx"},
-                       "phyx.patches: xformers served by phyx.ops.attention", SERVES)
+                       "phyx_patches: xformers served by phyx.ops.attention", SERVES)
     for name, mod in (("xformers", root), ("xformers.ops", ops), ("xformers.ops.fmha", fmha),
                       ("xformers.ops.fmha.attn_bias", ab)):
         layer.set_module(name, mod)

@@ -60,7 +60,7 @@ def test_xformers_memory_efficient_attention_and_biases(backend):
                 assert close(got[:, a:b], ref_attn(pq[:, a:b], pk[:, a:b], pv[:, a:b], causal))
         with pytest.raises(UnsupportedArgumentError, match="dropout"):
             xops.memory_efficient_attention(q, k, v, p=0.1)
-        with pytest.raises(AttributeError, match="not served by the phyx.patches shim"):
+        with pytest.raises(AttributeError, match="not served by the phyx_patches shim"):
             xops.fmha.cutlass
 
 
@@ -95,7 +95,7 @@ def test_liger_kernel_ops(backend):
         assert close(gq, rot(q)) and close(gk, rot(k))
         import liger_kernel.transformers as lt
 
-        with pytest.raises(AttributeError, match="not served by the phyx.patches shim"):
+        with pytest.raises(AttributeError, match="not served by the phyx_patches shim"):
             lt.LigerFusedLinearCrossEntropyLoss
 
 

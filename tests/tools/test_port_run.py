@@ -55,7 +55,7 @@ def test_port_run_under_autocast_on_the_emulator():
 
 
 @pytest.mark.parametrize("driver,msg", [
-    ("needs_xfuser.py", r"imports 'xfuser', which phyx.patches does not serve .*import only the files"),
+    ("needs_xfuser.py", r"imports 'xfuser', which phyx_patches does not serve .*import only the files"),
     ("missing.py", r"driver .*missing.py does not exist"),
     ("uses_window.py", r"window_size=\(4, 4\) is not supported; sliding-window attention"),
 ])

@@ -1,4 +1,4 @@
-"""`phyx port run`: run a user's module under the phyx.patches shims on a backend and prove
+"""`phyx port run`: run a user's module under the phyx_patches shims on a backend and prove
 what happened: which ops went through the backend's kernels and which ran as plain torch, the
 traps hit at run time, and per-layer parity against a float64 run (the parity suite's replay).
 
@@ -24,7 +24,7 @@ import torch
 
 from phyx.errors import PhyxError
 
-# libraries phyx.patches does not serve, and what to do about each (first import name)
+# libraries phyx_patches does not serve, and what to do about each (first import name)
 UNSHIMMED = {
     "xfuser": "xDiT's parallel runtime: run single-device (skip its parallel setup) or use "
               "phyx.parallel",
@@ -56,7 +56,7 @@ def _import_error(what: str, e: BaseException) -> PortRunError:
     missing = getattr(e, "name", None) or ""
     top = missing.split(".")[0]
     if top in UNSHIMMED:
-        return PortRunError(f"{what} imports {missing!r}, which phyx.patches does not serve "
+        return PortRunError(f"{what} imports {missing!r}, which phyx_patches does not serve "
                             f"({UNSHIMMED[top]}); import only the files the model needs "
                             f"(docs/porting.md) or replace the call")
     if isinstance(e, ModuleNotFoundError) and missing:
