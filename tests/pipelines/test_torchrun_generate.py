@@ -28,7 +28,7 @@ def test_torchrun_cfg2_matches_single_process(tmp_path):
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     par = tmp_path / "cfg2.mp4"
-    r = subprocess.run(["torchrun", "--nproc_per_node", "2", "-m", "phyx.cli", "generate", *ARGS,
+    r = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "phyx.cli", "generate", *ARGS,
                         "--cfg", "2", "--out", str(par)], capture_output=True, text=True, timeout=300,
                        env=env)
     assert r.returncode == 0, r.stderr[-2000:]
