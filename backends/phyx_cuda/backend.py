@@ -16,6 +16,7 @@ class CudaBackend(Backend):
     dist_backend = "nccl"
     visible_devices_env = "CUDA_VISIBLE_DEVICES"
     priority = 10
+    accelerator = "gpu"
     host_env_vars = ("PYTORCH_CUDA_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING",
                      "NCCL_NVLS_ENABLE", "PHYX_CUDA_TRITON", "PHYX_CUDA_FA4")
     kernel_profiler_activity = "CUDA"

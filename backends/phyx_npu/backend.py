@@ -64,6 +64,7 @@ class NpuBackend(Backend):
     dist_backend = "hccl"
     visible_devices_env = "ASCEND_RT_VISIBLE_DEVICES"
     priority = 20
+    accelerator = "npu"   # npu-emulated inherits it, with emulated=True
     host_env_vars = ("TASK_QUEUE_ENABLE", "CPU_AFFINITY_CONF", "PYTORCH_NPU_ALLOC_CONF",
                      "ASCEND_RT_VISIBLE_DEVICES", "ASCEND_LAUNCH_BLOCKING", "HCCL_BUFFSIZE")
 

@@ -69,6 +69,16 @@ def backend_class(name: str) -> type[Backend]:
     return _load(EXTRA_BACKENDS.get(name, known[name]))
 
 
+def accelerator_of(name: str, emulated: bool = False) -> str | None:
+    """The hardware a run recorded on backend `name` stands for ('cpu', 'gpu', 'npu'), from the
+    backend's declared `accelerator`; None for an emulated run or a name not registered here (a
+    name read from an artifact is only looked up, never imported as code)."""
+    if emulated or not isinstance(name, str) or name not in registered_backends():
+        return None
+    cls = backend_class(name)
+    return None if cls.emulated else cls.accelerator
+
+
 def probe_all() -> dict[str, tuple[bool, str]]:
     out = {}
     for name in registered_backends():

@@ -176,6 +176,8 @@ class Backend:
     emulated: bool = False            # True: runs are never reported as real-hardware results;
                                       # never autodetected
     priority: int = 0                 # autodetect order: higher first (npu 20, cuda 10, cpu 0)
+    accelerator: str = "cpu"          # the hardware its runs stand for in reports: cpu | gpu | npu
+                                      # (an emulated backend's runs stand for none: see accelerator_of)
     host_env_vars: tuple = ()         # host settings that change timings on this vendor
     kernel_profiler_activity: str | None = None   # torch.profiler.ProfilerActivity name of device kernels
 

@@ -29,6 +29,8 @@ VENDOR_PROBES = re.compile(
     r"|\.name\.startswith\(\s*['\"](npu|cuda)"                 # deciding by a vendor's name
     r"|\bname\.startswith\(\s*['\"](npu|cuda)"
     r"|device_type\s*[!=]=\s*['\"](npu|cuda)['\"]"
+    r"|\.startswith\(\s*['\"](npu|cuda)['\"]\s*\)"              # any string's vendor prefix
+    r"|\b(backend|name|recorded_on|ref_on)['\"\]]*\s*[!=]=\s*['\"](npu|cuda)['\"]"  # a backend by name
     r"|^\s*(import|from)\s+torch_npu\b", re.M)
 # Dispatch / registry privates, outside the two packages that own them:
 PRIVATES = re.compile(r"_dispatch\.(_\w+|K\b)|\b_reg\._|backend\._active\b|\._pinned\b")
@@ -51,6 +53,9 @@ def test_no_backend_probing_or_vendor_names_outside_backends():
 def test_the_grep_would_catch_a_regression():
     bad = 'if hasattr(b, "soc_info"):\nif backend.name.startswith("npu"):\nimport torch_npu\n'
     assert len(VENDOR_PROBES.findall(bad)) == 3
+    for line in ('npu = c.backend.startswith("npu")', 'ok = env["backend"] == "cuda"', 'x = ref_on != "npu"'):
+        assert VENDOR_PROBES.search(line), line
+    assert not VENDOR_PROBES.search('return accelerator_of(c.backend, c.emulated) == "npu"')
     assert PRIVATES.search("x = _dispatch._pinned.get(op)") and PRIVATES.search("_dispatch.K.rope")
 
 
@@ -209,3 +214,13 @@ def test_every_module_imports_alone():
     assert r.returncode == 0, r.stderr[-3000:]
     count, *bad = r.stdout.strip().splitlines()
     assert int(count) > 100 and not [b for b in bad if b], "\n".join(bad)
+
+
+def test_accelerator_of_reads_the_declared_hardware_never_a_name_prefix():
+    """Reports call a run an NPU result from the backend's declared `accelerator`: the emulated NPU
+    and names phyx does not know (read from someone's artifact) stand for no hardware."""
+    from phyx.backend import accelerator_of
+
+    assert accelerator_of("npu") == "npu" and accelerator_of("cuda") == "gpu" and accelerator_of("cpu") == "cpu"
+    assert accelerator_of("npu-emulated") is None and accelerator_of("npu", emulated=True) is None
+    assert accelerator_of("npu-lookalike") is None and accelerator_of(None) is None

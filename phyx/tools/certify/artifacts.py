@@ -78,6 +78,13 @@ def loss_file(root, model: str) -> str:
     return os.path.join(str(root), "loss", f"{model}.json")
 
 
+def recorded_on_gpu(manifest: dict) -> bool:
+    """A reference set (manifest) recorded on real GPU hardware, not a CPU stand-in."""
+    from phyx.backend import accelerator_of
+
+    return accelerator_of(manifest.get("recorded_on"), bool(manifest.get("emulated"))) == "gpu"
+
+
 def record(backend: str, out_dir: str, overwrite: bool = False) -> str:
     """Record exactly what the certificate needs on `backend` (meant for a CUDA GPU)."""
     import phyx
@@ -89,7 +96,8 @@ def record(backend: str, out_dir: str, overwrite: bool = False) -> str:
     from phyx.tools.parity.loss import train_spec
     from phyx.tools.parity.model import record_run
 
-    if backend.startswith("npu") or getattr(backend_class(backend), "emulated", False):
+    cls = backend_class(backend)
+    if cls.accelerator == "npu" or cls.emulated:
         raise CertifyError(f"phyx certify record: --backend {backend} would make the NPU its own "
                            f"reference; record on a GPU (--backend cuda), or on cpu for a labelled "
                            f"stand-in set")
@@ -120,7 +128,7 @@ def record(backend: str, out_dir: str, overwrite: bool = False) -> str:
                 "phyx": phyx.__version__, "models": models, "loss": losses,
                 "fingerprints": {m: fingerprint(m) for m, _ in MODELS.values()},
                 "note": ("recorded on a GPU: the reference the first NPU is certified against"
-                         if env["backend"] == "cuda" else
+                         if recorded_on_gpu({"recorded_on": env["backend"], "emulated": env["emulated"]}) else
                          f"STAND-IN recorded on {env['backend']}, not a GPU: re-record with "
                          f"`phyx certify record --backend cuda --out phyx/tools/certify/artifacts "
                          f"--overwrite` on a CUDA machine")}

@@ -8,18 +8,17 @@ from phyx.tools.certify import artifacts as ART
 from phyx.tools.certify import report, sections
 from phyx.tools.certify.verdict import overall
 
-BACKENDS = ("npu", "npu-emulated")
-
 
 def run_certificate(backend: str, out_dir: str, artifacts_dir=None, slow: bool = False,
                     log=print) -> dict:
     """Run every section on `backend` ('npu', or 'npu-emulated' for the rehearsal) and write
     certificate.md / certificate.json (and the section reports) under out_dir. Returns the JSON."""
     import phyx
+    from phyx.backend import backend_class, registered_backends
     from phyx.tools.parity.backends import using_backend
     from phyx.tools.parity.determinism import set_determinism
 
-    if backend not in BACKENDS:
+    if backend not in registered_backends() or backend_class(backend).accelerator != "npu":
         raise ART.CertifyError(f"phyx certify --backend {backend!r}: the certificate is for the NPU; "
                                f"use --backend npu on an Ascend machine or --backend npu-emulated for "
                                f"the CPU rehearsal")

@@ -47,7 +47,7 @@ def model_parity(backend: str, emulated: bool, root, manifest: dict, out_dir: st
     from phyx.tools.parity.model import record_run
 
     ref_on = manifest["recorded_on"]
-    stand_in = "" if ref_on == "cuda" else f"; reference recorded on {ref_on} (a stand-in, not a GPU)"
+    stand_in = "" if ART.recorded_on_gpu(manifest) else f"; reference recorded on {ref_on} (a stand-in, not a GPU)"
     checks = []
     for family, (model, _) in ART.MODELS.items():
         for dt in ART.DTYPES:

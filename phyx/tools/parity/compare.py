@@ -178,8 +178,9 @@ class CompareReport:
     @property
     def npu_result(self) -> bool:
         """True only when a real NPU run took part; an emulated side is never an NPU result."""
-        return any(str(s.get("backend") or "").startswith("npu") and not s.get("emulated")
-                   for s in (self.a, self.b))
+        from phyx.backend import accelerator_of
+
+        return any(accelerator_of(s.get("backend"), bool(s.get("emulated"))) == "npu" for s in (self.a, self.b))
 
     def to_dict(self) -> dict:
         from dataclasses import asdict

@@ -116,7 +116,9 @@ class LossParity:
     @property
     def npu_result(self) -> bool:
         """True only when a real NPU took part: an emulated run never counts as an NPU result."""
-        return any(c.backend.startswith("npu") and not c.emulated for c in (self.a, self.b))
+        from phyx.backend import accelerator_of
+
+        return any(accelerator_of(c.backend, c.emulated) == "npu" for c in (self.a, self.b))
 
     def to_dict(self) -> dict:
         side = lambda c: {"backend": c.backend, "label": c.label, "emulated": c.emulated,  # noqa: E731

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from phyx.backend import accelerator_of
 from phyx.tools.porting.port_run import PortRun
 
 
@@ -86,7 +87,7 @@ def to_markdown(r: PortRun) -> str:
 def to_dict(r: PortRun) -> dict:
     d = asdict(r)
     d.update(headline=headline(r), verdict=verdict(r), routed_nothing=r.routed_nothing,
-             npu_result=r.backend.startswith("npu") and not r.emulated)
+             npu_result=accelerator_of(r.backend, r.emulated) == "npu")
     return d
 
 
