@@ -361,21 +361,7 @@ def barrier(group=None) -> None:
 def ring_exchange(t: torch.Tensor, group=None) -> torch.Tensor:
     """Send `t` to the next rank of `group` and return what the previous rank sent (a ring step,
     used by ring attention)."""
-    n = _size(group)
-    if n == 1:
-        return t
-    ranks = group_ranks(group)
-    me = ranks.index(dist.get_rank())
-    t = t.contiguous()
-    recv = torch.empty_like(t)
-    ops = [dist.P2POp(dist.isend, t, ranks[(me + 1) % n], group),
-           dist.P2POp(dist.irecv, recv, ranks[(me - 1) % n], group)]
-    try:
-        for r in dist.batch_isend_irecv(ops):
-            r.wait()
-    except Exception as e:
-        raise _fail("ring_exchange", group, e) from e
-    return recv
+    return ring_exchange_start(t, group).wait()
 
 
 class _PendingExchange:

@@ -170,24 +170,14 @@ def _check_artifact_out(out: str, overwrite: bool) -> None:
     from phyx.tools.parity import artifact as A
 
     if not os.path.lexists(out):
-        parent = os.path.dirname(os.path.abspath(out))
-        while not os.path.exists(parent):
-            parent = os.path.dirname(parent)
-        if not os.path.isdir(parent):
-            raise CliError(f"--out {out}: {parent} is a file, not a directory; choose another path")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise CliError(f"--out {out}: {parent} is not writable; choose another path")
+        check_out_path(out, "dir")
         return
     if not overwrite:
         raise CliError(f"--out {out} exists; pass --overwrite to replace an earlier artifact, or choose "
                        f"another --out")
-    manifest = os.path.join(out, A.MANIFEST)
-    try:
-        ok = os.path.isdir(out) and not os.path.islink(out) and isinstance(json.load(open(manifest)), dict)
-    except (OSError, ValueError):
-        ok = False
-    if not ok:
-        raise CliError(f"--out {out} is not a parity artifact (no {A.MANIFEST}); --overwrite replaces only "
+    why = A.replace_refusal(out)
+    if why:
+        raise CliError(f"--out {out} is not a parity artifact ({why}); --overwrite replaces only "
                        f"artifacts phyx recorded: remove it yourself or choose another --out")
 
 

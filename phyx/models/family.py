@@ -75,6 +75,21 @@ class FamilyAdapter(Protocol):
     def diffusers_peer(self, cfg) -> DiffusersPeer: ...
 
 
+def save_diffusers_layout(model, directory) -> Path:
+    """A model whose config has to_diffusers_dict(), saved in the diffusers layout:
+    config.json + diffusion_pytorch_model.safetensors (both written atomically)."""
+    import json
+
+    from phyx.io.checkpoint import save_safetensors_atomic, write_text_atomic
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(directory / "config.json", json.dumps(model.config.to_diffusers_dict(), indent=1))
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_safetensors_atomic(sd, directory / "diffusion_pytorch_model.safetensors")
+    return directory
+
+
 class FamilyAdapterBase:
     """Defaults shared by the built-in adapters. A subclass sets name, config_class, configs,
     tiny_configs, capture_layers, pipeline, LAYERS_FIELD / HEADS_FIELD and implements construct,

@@ -6,14 +6,13 @@ host) on every noisy token; option sound=True adds a 5-step sound stream. No tra
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from phyx.models.common.inputs import gen
 from phyx.models.common.inputs import to as _to
-from phyx.models.family import DiffusersPeer, FamilyAdapterBase
+from phyx.models.family import DiffusersPeer, FamilyAdapterBase, save_diffusers_layout
 
 VISION = (3, 4, 6)        # latent (T, H, W): 2x2 patches -> 3 x 2 x 3 = 18 tokens
 TEXT = 7
@@ -60,15 +59,7 @@ class Cosmos3Adapter(FamilyAdapterBase):
         return load(path, **kw)
 
     def save(self, model, directory, **kw) -> Path:
-        """The diffusers layout: config.json + diffusion_pytorch_model.safetensors."""
-        from phyx.io.checkpoint import save_safetensors_atomic, write_text_atomic
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(directory / "config.json", json.dumps(model.config.to_diffusers_dict(), indent=1))
-        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_safetensors_atomic(sd, directory / "diffusion_pytorch_model.safetensors")
-        return directory
+        return save_diffusers_layout(model, directory)
 
     # ---- one step ----------------------------------------------------------------------------------
     def make_inputs(self, cfg, seed: int, *, sound: bool = False, **opts) -> dict:

@@ -7,14 +7,13 @@ inverted mask matters). Its training loss is the EDM-weighted x0 loss.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from phyx.models.common.inputs import DATASET, batch_order, gen
 from phyx.models.common.inputs import to as _to
-from phyx.models.family import DiffusersPeer, FamilyAdapterBase, TrainingLoss
+from phyx.models.family import DiffusersPeer, FamilyAdapterBase, TrainingLoss, save_diffusers_layout
 
 LATENT = {False: (1, 8, 10), True: (3, 6, 10)}     # (T, H, W) by video2world
 TEXT = 12
@@ -64,15 +63,7 @@ class Predict2Adapter(FamilyAdapterBase):
         return load(path, **kw)
 
     def save(self, model, directory, **kw) -> Path:
-        """The diffusers layout: config.json + diffusion_pytorch_model.safetensors."""
-        from phyx.io.checkpoint import save_safetensors_atomic, write_text_atomic
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(directory / "config.json", json.dumps(model.config.to_diffusers_dict(), indent=1))
-        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_safetensors_atomic(sd, directory / "diffusion_pytorch_model.safetensors")
-        return directory
+        return save_diffusers_layout(model, directory)
 
     # ---- one step ----------------------------------------------------------------------------------
     def make_inputs(self, cfg, seed: int, **opts) -> dict:

@@ -186,7 +186,7 @@ def write(run: RunData, path: str, overwrite: bool = False) -> str:
     if os.path.lexists(path):
         if not overwrite:
             raise ArtifactError(f"{path} exists; pass overwrite=True (--overwrite) or choose a new path")
-        why = _not_replaceable(path)
+        why = replace_refusal(path)
         if why:
             raise ArtifactError(f"{path} {why}; --overwrite replaces only a parity artifact "
                                 f"(a directory with a phyx {MANIFEST}); choose a new path")
@@ -218,7 +218,7 @@ def write(run: RunData, path: str, overwrite: bool = False) -> str:
     return path
 
 
-def _not_replaceable(path: str) -> str | None:
+def replace_refusal(path: str) -> str | None:
     """Why the existing `path` is not a parity artifact that write(overwrite=True) may replace."""
     if os.path.islink(path):
         return "is a symbolic link"
